@@ -1,0 +1,130 @@
+"""Quantize and dequantize GGML tensor data: numpy reference plus an optional C backend.
+
+    quantize(x, "Q4_K", imatrix=None, threads=None) -> uint8 array (..., row_bytes)
+    dequantize(data, "Q4_K", shape) -> float32 array of `shape`
+
+The C extension (ggtool._native) is used for every type it has a kernel for, unless
+GGTOOL_FORCE_NUMPY=1. Both give identical bytes; tests run against both.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from ..errors import QuantError  # noqa: F401  (re-exported)
+from .base import QuantType
+from . import floats, legacy  # noqa: F401  (registers types)
+
+for _mod in ("iq4", "k_low", "k_high"):  # registered as they land
+    try:
+        __import__(f"{__name__}.{_mod}")
+    except ImportError:
+        pass
+
+try:
+    from .. import _native  # type: ignore[attr-defined]
+    NATIVE_KERNELS = frozenset(_native.kernels())
+except ImportError:  # no compiler at install time: numpy only
+    _native = None
+    NATIVE_KERNELS = frozenset()
+
+ROWS_PER_TASK = 64  # rows handed to one thread at a time
+
+
+def force_numpy() -> bool:
+    return os.environ.get("GGTOOL_FORCE_NUMPY", "") not in ("", "0")
+
+
+def type_names() -> list[str]:
+    return [t.name for t in QuantType.registry]
+
+
+def get_type(qtype) -> type[QuantType]:
+    """Look up by name ('q4_k' too) or GGMLQuantizationType."""
+    if isinstance(qtype, type) and issubclass(qtype, QuantType):
+        return qtype
+    try:
+        key = qtype if isinstance(qtype, GGMLQuantizationType) else GGMLQuantizationType[str(qtype).upper()]
+        return QuantType.registry[key]
+    except KeyError:
+        raise QuantError(
+            f"unknown or unsupported tensor type {qtype!r}",
+            hint="supported types are " + ", ".join(type_names()),
+        ) from None
+
+
+def backend_for(qtype) -> str:
+    t = get_type(qtype)
+    if t.qtype.name in NATIVE_KERNELS and not force_numpy():
+        return "native"
+    return "numpy"
+
+
+def _check_input(x: np.ndarray, t: type[QuantType], imatrix, name: str) -> None:
+    n = x.shape[-1]
+    if n % t.block_size:
+        raise QuantError(
+            f"{name}: row length {n} is not a multiple of {t.qtype.name}'s block size {t.block_size}",
+            hint="use a type with a smaller block (e.g. Q8_0, Q5_0, IQ4_NL for 32) or F16",
+        )
+    if t.block_size > 1 and not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x.reshape(-1, n)))[0]
+        raise QuantError(
+            f"{name}: non-finite value (NaN or Inf) in row {bad[0]}, column {bad[1]}",
+            hint="the source weights are damaged; they cannot be quantized",
+        )
+    if imatrix is not None:
+        if imatrix.shape != (n,):
+            raise QuantError(f"{name}: imatrix has {imatrix.size} values, the rows have {n}")
+        if not np.isfinite(imatrix).all() or (imatrix < 0).any():
+            raise QuantError(f"{name}: imatrix values must be finite and >= 0")
+
+
+def quantize(x, qtype, imatrix=None, threads: int | None = None, name: str = "tensor") -> np.ndarray:
+    """float array (..., n) -> uint8 (..., row_bytes) in GGML layout."""
+    t = get_type(qtype)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    lead = x.shape[:-1]
+    n = x.shape[-1]
+    if imatrix is not None:
+        imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
+    _check_input(x, t, imatrix, name)
+    rows = x.reshape(-1, n)
+    nrows = rows.shape[0]
+    out = np.empty((nrows, t.row_bytes(n)), dtype=np.uint8)
+    use_native = t.qtype.name in NATIVE_KERNELS and not force_numpy()
+
+    def work(lo: int, hi: int) -> None:
+        if use_native:
+            _native.quantize(t.qtype.name, rows[lo:hi], hi - lo, n, imatrix, out[lo:hi])
+        else:
+            out[lo:hi] = t.quantize_rows(rows[lo:hi], imatrix)
+
+    threads = threads or os.cpu_count() or 1
+    step = ROWS_PER_TASK if use_native else max(ROWS_PER_TASK, 1024)
+    chunks = [(lo, min(lo + step, nrows)) for lo in range(0, nrows, step)]
+    if threads <= 1 or len(chunks) <= 1:
+        for lo, hi in chunks:
+            work(lo, hi)
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for f in [pool.submit(work, lo, hi) for lo, hi in chunks]:
+                f.result()
+    return out.reshape(*lead, t.row_bytes(n))
+
+
+def dequantize(data: np.ndarray, qtype, shape) -> np.ndarray:
+    """uint8 GGML data -> float32 array of `shape` (numpy shape, row length last)."""
+    t = get_type(qtype)
+    shape = tuple(int(s) for s in shape)
+    n = shape[-1]
+    q = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1, t.row_bytes(n))
+    return t.dequantize_rows(q).reshape(shape)
+
+
+def row_bytes(qtype, n_per_row: int) -> int:
+    return get_type(qtype).row_bytes(n_per_row)

@@ -1,0 +1,85 @@
+/* Shared helpers for the ggtool quantization kernels: plain C99, no Python.h.
+ *
+ * Every kernel here must produce the same bytes as its numpy reference in ggtool/quants/.
+ * Rules that make that possible:
+ *   - float32 arithmetic only, in the order the numpy code does it (compiled with
+ *     -ffp-contract=off so a*b+c is never fused);
+ *   - reductions are sequential left-to-right loops (numpy side: explicit loops over the
+ *     block axis, never np.sum, which is pairwise);
+ *   - rounding: ggq_nearest_int == np.rint (half to even), roundf == the numpy helper
+ *     round_half_away; fp16 conversion is round-to-nearest-even like ndarray.astype(float16).
+ */
+#ifndef GGQ_COMMON_H
+#define GGQ_COMMON_H
+
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+#define GGQ_NOT_IMPLEMENTED (-2)
+
+/* round half to even for |x| < 2^22 (llama.cpp's nearest_int trick) */
+static inline int ggq_nearest_int(float fval) {
+    float val = fval + 12582912.f;
+    int i;
+    memcpy(&i, &val, sizeof(int));
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+static inline uint32_t ggq_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float ggq_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/* float32 -> IEEE half, round to nearest even (same result as numpy astype(float16)) */
+static inline uint16_t ggq_fp32_to_fp16(float f) {
+    uint32_t x = ggq_f32_bits(f);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t absx = x & 0x7fffffffu;
+    if (absx >= 0x7f800000u) { /* Inf or NaN */
+        return (uint16_t)(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u));
+    }
+    if (absx >= 0x477ff000u) { /* rounds to >= 65520 -> Inf */
+        return (uint16_t)(sign | 0x7c00u);
+    }
+    if (absx < 0x38800000u) { /* result is subnormal half (or zero) */
+        if (absx < 0x33000000u) return (uint16_t)sign; /* < 2^-25: rounds to 0 */
+        uint32_t mant = (absx & 0x007fffffu) | 0x00800000u;
+        int e = (int)(absx >> 23);          /* 102..112 */
+        int shift = 126 - e;                /* 14..24 */
+        uint32_t q = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1u);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1u))) q++;
+        return (uint16_t)(sign | q);
+    }
+    /* normal */
+    uint32_t q = (absx - 0x38000000u) >> 13;  /* rebias exponent 127 -> 15 */
+    uint32_t rem = absx & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u))) q++;
+    return (uint16_t)(sign | q);
+}
+
+static inline float ggq_fp16_to_fp32(uint16_t h) {
+    uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu;
+    uint32_t m = h & 0x3ffu;
+    if (e == 0) {
+        if (m == 0) return ggq_bits_f32(sign);
+        /* subnormal: m * 2^-24 */
+        float v = (float)m * 5.9604644775390625e-08f;
+        return sign ? -v : v;
+    }
+    if (e == 31) return ggq_bits_f32(sign | 0x7f800000u | (m << 13));
+    return ggq_bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+static inline void ggq_store_fp16(uint8_t *p, float f) {
+    uint16_t h = ggq_fp32_to_fp16(f);
+    p[0] = (uint8_t)(h & 0xff);
+    p[1] = (uint8_t)(h >> 8);
+}
+
+static inline float ggq_load_fp16(const uint8_t *p) {
+    return ggq_fp16_to_fp32((uint16_t)(p[0] | (p[1] << 8)));
+}
+
+#endif

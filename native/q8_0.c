@@ -1,0 +1,24 @@
+/* Q8_0: blocks of 32, fp16 d then 32 int8; x = q*d. Mirrors ggtool/quants/legacy.py:Q8_0. */
+#include "ggq.h"
+
+int ggq_quantize_q8_0(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
+                      const float *imatrix) {
+    (void)imatrix; /* Q8_0 ignores importance weights, as llama.cpp does */
+    const int64_t nb = nrows * (n_per_row / 32);
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * 32;
+        uint8_t *yb = y + b * 34;
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            float v = fabsf(xb[j]);
+            if (v > amax) amax = v;
+        }
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        ggq_store_fp16(yb, d);
+        for (int j = 0; j < 32; j++) {
+            yb[2 + j] = (uint8_t)(int8_t)roundf(xb[j] * id);
+        }
+    }
+    return 0;
+}
