@@ -31,7 +31,7 @@ def test_q8_0_error_is_within_half_step(backend, rng):
     x = rng.standard_normal((32, 512)).astype(np.float32)
     xh = quants.dequantize(quants.quantize(x, "Q8_0"), "Q8_0", x.shape)
     d = np.abs(x.reshape(-1, 32)).max(1, keepdims=True) / 127
-    assert (np.abs(x.reshape(-1, 32) - xh.reshape(-1, 32)) <= d * 0.57 + 1e-7  # half a step + fp16 rounding of d).all()
+    assert (np.abs(x.reshape(-1, 32) - xh.reshape(-1, 32)) <= d * 0.57 + 1e-7).all()  # half a step + fp16 rounding of d
 
 
 def test_bad_row_length_and_nan():
