@@ -27,6 +27,7 @@ int ggq_quantize_q3_k(const float *, uint8_t *, int64_t, int64_t, const float *)
 /* q_k_high.c */
 int ggq_quantize_q4_k(const float *, uint8_t *, int64_t, int64_t, const float *);
 int ggq_quantize_q5_k(const float *, uint8_t *, int64_t, int64_t, const float *);
+/* q6_k.c */
 int ggq_quantize_q6_k(const float *, uint8_t *, int64_t, int64_t, const float *);
 
 #endif

@@ -11,8 +11,3 @@ int ggq_quantize_q5_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_r
     return GGQ_NOT_IMPLEMENTED;
 }
 
-int ggq_quantize_q6_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
-    (void)x; (void)y; (void)nrows; (void)n_per_row; (void)imatrix;
-    return GGQ_NOT_IMPLEMENTED;
-}
-

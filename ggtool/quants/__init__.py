@@ -19,7 +19,7 @@ from ..errors import QuantError  # noqa: F401  (re-exported)
 from .base import QuantType
 from . import floats, legacy  # noqa: F401  (registers types)
 
-for _mod in ("iq4", "k_low", "k_high"):  # registered as they land
+for _mod in ("iq4", "k_low", "k_high", "q6_k"):  # registered as they land
     try:
         __import__(f"{__name__}.{_mod}")
     except ImportError:
