@@ -1,0 +1,237 @@
+"""What every decoder-only family shares: hyper-parameters, the tensor-name table, shape checks.
+
+A family module (llama.py, qwen2.py, ...) is a `Family(...)` value: data plus, where needed, a
+small transform. Registering the next family is adding a module and a line in __init__.py.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import gguf
+
+from ..errors import InputError, UnsupportedArchitecture
+
+# HF name -> GGUF name, outside the blocks
+GLOBAL_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+# HF suffix inside model.layers.{i}. -> GGUF suffix inside blk.{i}.
+BLOCK_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+# stored by some checkpoints, derived by llama.cpp: skipped
+IGNORED = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
+BLOCK_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+
+
+@dataclass(frozen=True)
+class HParams:
+    n_layer: int
+    n_embd: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_vocab: int
+    n_ctx: int
+    rope_theta: float
+    rms_eps: float
+    tied: bool
+    rope_scaling: dict | None
+
+
+def _req(config: dict, key: str, arch: str):
+    if key not in config:
+        raise InputError(f"config.json of this {arch} checkpoint has no {key!r}",
+                         hint="the checkpoint's config.json is incomplete")
+    return config[key]
+
+
+@dataclass(frozen=True)
+class Family:
+    gguf_arch: str                      # general.architecture in the GGUF
+    optional: frozenset[str]            # block suffixes this family may have (biases, q/k norms)
+    permute_qk: bool = False            # llama.cpp's llama arch wants rotary pairs interleaved
+    note: str = ""
+    extra_hparams: Callable | None = None  # (writer, config, hp) -> None
+    required_optional: frozenset[str] = field(default_factory=frozenset)
+
+    # ------------------------------------------------------------------ hyper-parameters
+    def hparams(self, config: dict) -> HParams:
+        a = config.get("architectures", ["?"])[0]
+        n_embd = int(_req(config, "hidden_size", a))
+        n_head = int(_req(config, "num_attention_heads", a))
+        n_head_kv = int(config.get("num_key_value_heads") or n_head)
+        head_dim = int(config.get("head_dim") or n_embd // n_head)
+        if n_head % n_head_kv:
+            raise InputError(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}")
+        return HParams(
+            n_layer=int(_req(config, "num_hidden_layers", a)),
+            n_embd=n_embd,
+            n_ff=int(_req(config, "intermediate_size", a)),
+            n_head=n_head,
+            n_head_kv=n_head_kv,
+            head_dim=head_dim,
+            n_vocab=int(_req(config, "vocab_size", a)),
+            n_ctx=int(config.get("max_position_embeddings") or 2048),
+            rope_theta=float(config.get("rope_theta") or 10000.0),
+            rms_eps=float(config.get("rms_norm_eps") or 1e-6),
+            tied=bool(config.get("tie_word_embeddings", False)),
+            rope_scaling=config.get("rope_scaling") or None,
+        )
+
+    def write_hparams(self, w: gguf.GGUFWriter, hp: HParams, config: dict) -> None:
+        w.add_context_length(hp.n_ctx)
+        w.add_embedding_length(hp.n_embd)
+        w.add_block_count(hp.n_layer)
+        w.add_feed_forward_length(hp.n_ff)
+        w.add_head_count(hp.n_head)
+        w.add_head_count_kv(hp.n_head_kv)
+        w.add_rope_freq_base(hp.rope_theta)
+        w.add_layer_norm_rms_eps(hp.rms_eps)
+        w.add_rope_dimension_count(hp.head_dim)
+        w.add_vocab_size(hp.n_vocab)
+        if hp.head_dim != hp.n_embd // hp.n_head:
+            w.add_key_length(hp.head_dim)
+            w.add_value_length(hp.head_dim)
+        rs = hp.rope_scaling
+        if rs:
+            kind = str(rs.get("rope_type") or rs.get("type") or "").lower()
+            if kind == "linear":
+                w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+                w.add_rope_scaling_factor(float(rs["factor"]))
+            elif kind == "yarn":
+                w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+                w.add_rope_scaling_factor(float(rs["factor"]))
+                w.add_rope_scaling_orig_ctx_len(int(rs["original_max_position_embeddings"]))
+            elif kind in ("llama3", "default", ""):
+                pass  # llama3: rope_freqs.weight tensor (extra_tensors)
+            else:
+                raise UnsupportedArchitecture(f"rope_scaling type {kind!r} is not supported",
+                                              hint="supported: linear, yarn, llama3")
+        if self.extra_hparams:
+            self.extra_hparams(w, config, hp)
+
+    # ------------------------------------------------------------------ tensors
+    def gguf_name(self, hf_name: str) -> str | None:
+        """GGUF name for an HF tensor name; None if it is to be skipped."""
+        if IGNORED.search(hf_name):
+            return None
+        if hf_name in GLOBAL_NAMES:
+            return GLOBAL_NAMES[hf_name]
+        m = BLOCK_RE.match(hf_name)
+        if m and m.group(2) in BLOCK_NAMES:
+            suffix = m.group(2)
+            if suffix.startswith(("self_attn.q_norm", "self_attn.k_norm")) or suffix.endswith(".bias"):
+                if suffix not in self.optional:
+                    raise InputError(f"tensor {hf_name!r} is not expected in a {self.gguf_arch} model",
+                                     hint="the config's architecture does not match the weights")
+            return f"blk.{m.group(1)}.{BLOCK_NAMES[suffix]}"
+        raise InputError(f"unknown tensor {hf_name!r} for a {self.gguf_arch} model",
+                         hint="this checkpoint has weights ggtool does not know how to place; "
+                              "it may be a different architecture than config.json says")
+
+    def expected_shape(self, gguf_name: str, hp: HParams) -> tuple[int, ...]:
+        """numpy shape (out, in) the HF tensor must have."""
+        q, kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+        base = gguf_name.split(".", 2)[-1] if gguf_name.startswith("blk.") else gguf_name
+        return {
+            "token_embd.weight": (hp.n_vocab, hp.n_embd),
+            "output.weight": (hp.n_vocab, hp.n_embd),
+            "output_norm.weight": (hp.n_embd,),
+            "attn_norm.weight": (hp.n_embd,),
+            "ffn_norm.weight": (hp.n_embd,),
+            "attn_q.weight": (q, hp.n_embd),
+            "attn_k.weight": (kv, hp.n_embd),
+            "attn_v.weight": (kv, hp.n_embd),
+            "attn_output.weight": (hp.n_embd, q),
+            "attn_q.bias": (q,),
+            "attn_k.bias": (kv,),
+            "attn_v.bias": (kv,),
+            "attn_q_norm.weight": (hp.head_dim,),
+            "attn_k_norm.weight": (hp.head_dim,),
+            "ffn_gate.weight": (hp.n_ff, hp.n_embd),
+            "ffn_up.weight": (hp.n_ff, hp.n_embd),
+            "ffn_down.weight": (hp.n_embd, hp.n_ff),
+        }[base]
+
+    def required(self, hp: HParams) -> list[str]:
+        names = ["token_embd.weight", "output_norm.weight"]
+        if not hp.tied:
+            names.append("output.weight")
+        per_block = ["attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                     "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight",
+                     "ffn_down.weight"] + [BLOCK_NAMES[s] for s in sorted(self.required_optional)]
+        for i in range(hp.n_layer):
+            names += [f"blk.{i}.{n}" for n in per_block]
+        return names
+
+    def transform(self, gguf_name: str, x: np.ndarray, hp: HParams) -> np.ndarray:
+        """HF layout -> llama.cpp layout for one tensor."""
+        if self.permute_qk:
+            if gguf_name.endswith(("attn_q.weight", "attn_q.bias")):
+                return permute_rotary(x, hp.n_head)
+            if gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
+                return permute_rotary(x, hp.n_head_kv)
+        return x
+
+    def extra_tensors(self, hp: HParams) -> dict[str, np.ndarray]:
+        rs = hp.rope_scaling or {}
+        if str(rs.get("rope_type") or rs.get("type") or "").lower() == "llama3":
+            return {"rope_freqs.weight": llama3_rope_factors(hp.head_dim, hp.rope_theta, rs)}
+        return {}
+
+
+def permute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF rotate_half order -> llama.cpp's interleaved pairs, per head, on the output rows."""
+    rows = w.shape[0]
+    return (w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:])
+             .swapaxes(1, 2).reshape(w.shape))
+
+
+def unpermute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Inverse of permute_rotary."""
+    rows = w.shape[0]
+    return (w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:])
+             .swapaxes(1, 2).reshape(w.shape))
+
+
+def llama3_rope_factors(head_dim: int, theta: float, rs: dict) -> np.ndarray:
+    """Per-frequency divisors llama.cpp applies for Llama 3.1-style rope scaling."""
+    factor = float(rs.get("factor", 8.0))
+    low = float(rs.get("low_freq_factor", 1.0))
+    high = float(rs.get("high_freq_factor", 4.0))
+    old_ctx = float(rs.get("original_max_position_embeddings", 8192))
+    low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+    out = []
+    for i in range(0, head_dim, 2):
+        freq = 1.0 / theta ** (i / head_dim)
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)

@@ -1,0 +1,118 @@
+"""Convert a checkpoint (HF safetensors folder or GGUF) to a GGUF file, in one streaming pass.
+
+    result = convert("path/to/ckpt", "out.gguf", mix="Q8_0")
+
+Plan everything first (names, shapes, types, sizes: every check that can fail runs before a
+byte is written), then load, transform, quantize and write one tensor at a time.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from . import quants
+from .errors import BadWeights, QuantError
+from .gguf_out import GGUFOutput
+from .sources import Source, open_source
+
+# --type values for plain conversion: name -> (tensor type, general.file_type)
+PLAIN_TYPES = {"F32": (T.F32, 0), "F16": (T.F16, 1), "BF16": (T.BF16, 32), "Q8_0": (T.Q8_0, 7)}
+
+
+@dataclass
+class ConvertResult:
+    path: Path
+    n_tensors: int
+    nbytes: int
+    n_params: int
+    seconds: float
+    mix: str
+    types: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * self.nbytes / max(self.n_params, 1)
+
+
+def keep_f32(name: str, shape) -> bool:
+    """Tensors llama.cpp never quantizes: 1-D ones (norms, biases) and rope factors."""
+    return len(shape) == 1 or name.endswith("_norm.weight") or name.startswith("rope_freqs")
+
+
+def plain_plan(src: Source, mix: str) -> tuple[dict[str, T], int]:
+    qtype, ftype = PLAIN_TYPES[mix]
+    plan = {}
+    for name, shape in src.tensors:
+        t = T.F32 if keep_f32(name, shape) else qtype
+        if shape[-1] % quants.get_type(t).block_size:
+            t = T.F16  # as llama.cpp's converter: a row Q8_0 cannot take stays F16
+        plan[name] = t
+    return plan, ftype
+
+
+def plan_types(src: Source, mix: str, **opts) -> tuple[dict[str, T], int]:
+    mix_u = mix.upper()
+    if mix_u in PLAIN_TYPES and not opts.get("force_mix_rules"):
+        return plain_plan(src, mix_u)
+    try:
+        from . import mixes
+    except ImportError:  # pragma: no cover
+        raise QuantError(f"unknown type {mix!r}", hint="valid: " + ", ".join(PLAIN_TYPES)) from None
+    return mixes.plan_for_source(src, mix_u, **opts)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+def convert(src_path, out_path, mix: str = "F16", *, threads: int | None = None,
+            progress: bool = True, log=None, source: Source | None = None, **mix_opts) -> ConvertResult:
+    """Write `out_path` from `src_path` with every tensor typed by `mix`."""
+    t0 = time.perf_counter()
+    log = log or (lambda msg: None)
+    src = source or open_source(src_path)
+    try:
+        for w in src.warnings:
+            log(f"warning: {w}")
+        plan, ftype = plan_types(src, mix, **mix_opts)
+        out = GGUFOutput(out_path, src.arch)
+        with out:
+            w = out.writer
+            src.write_metadata(w)
+            w.add_file_type(ftype)
+            if any(t not in (T.F32, T.F16, T.BF16) for t in plan.values()):
+                w.add_quantization_version(2)
+            for name, shape in src.tensors:
+                out.plan(name, plan[name], shape)
+            out.begin()
+            n_params = 0
+            with _progress(out.total_bytes, progress) as bar:
+                for name, shape in src.tensors:
+                    bar.set_description(f"{name:<28} {plan[name].name:>5}", refresh=False)
+                    x = src.load(name)
+                    if not np.isfinite(x).all():
+                        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+                        raise BadWeights(f"tensor {name!r} holds {bad} NaN/Inf value(s)")
+                    data = quants.quantize(x, plan[name], threads=threads, name=name)
+                    out.write(name, data)
+                    n_params += int(np.prod(shape))
+                    bar.update(data.nbytes)
+                    del x, data
+            path = out.commit()
+    finally:
+        src.close()
+    return ConvertResult(
+        path=path, n_tensors=len(src.tensors), nbytes=path.stat().st_size, n_params=n_params,
+        seconds=time.perf_counter() - t0, mix=mix.upper(),
+        types={n: t.name for n, t in plan.items()}, warnings=list(src.warnings),
+    )

@@ -1,0 +1,134 @@
+"""Plan-then-stream GGUF output, written atomically.
+
+    with GGUFOutput(path, arch) as out:
+        out.writer.add_...(...)                    # metadata
+        out.plan("blk.0.attn_q.weight", T.Q4_K, (576, 576))
+        out.begin()                                # header, metadata, tensor infos
+        out.write("blk.0.attn_q.weight", data)     # in plan order, one tensor at a time
+        out.commit()                               # fsync + rename into place
+
+Data goes to `name.<random>.incomplete` beside the target and is renamed only when complete;
+any exception (a full disk, Ctrl-C) removes it. Memory is bounded by the tensor being written.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+import gguf
+
+from . import quants
+from .errors import OutputError
+
+HEADER_MARGIN = 64 * 1024 * 1024  # metadata (vocab, merges) on top of tensor bytes, generously
+
+
+def tensor_nbytes(qtype, shape) -> int:
+    rows = 1
+    for s in shape[:-1]:
+        rows *= int(s)
+    return rows * quants.row_bytes(qtype, int(shape[-1]))
+
+
+def _os_error(path: Path, e: OSError) -> OutputError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"no space left on the device writing {path}",
+                           hint="free some disk space or write elsewhere with -o; nothing was left behind")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot write {path}: {e.strerror}",
+                           hint="choose an output path in a folder you can write to")
+    return OutputError(f"cannot write {path}: {e.strerror or e}")
+
+
+class GGUFOutput:
+    def __init__(self, path: str | os.PathLike, arch: str):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise OutputError(f"{self.path} is a folder", hint="give a file name ending in .gguf")
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if not parent.is_dir():
+            raise OutputError(f"folder {parent} does not exist", hint="create it first or choose another -o")
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"cannot write to folder {parent}: permission denied",
+                              hint="choose an output path in a folder you can write to")
+        self.tmp = parent / f"{self.path.name}.{secrets.token_hex(4)}.incomplete"
+        self.writer = gguf.GGUFWriter(None, arch)
+        self._plan: list[tuple[str, int]] = []
+        self._next = 0
+        self._open = False
+        self.total_bytes = 0
+
+    # ---------------------------------------------------------------- planning
+    def plan(self, name: str, qtype, shape) -> int:
+        t = quants.get_type(qtype).qtype
+        nbytes = tensor_nbytes(t, shape)
+        self.writer.add_tensor_info(name, tuple(int(s) for s in shape), np.dtype(np.float32), nbytes, raw_dtype=t)
+        self._plan.append((name, nbytes))
+        self.total_bytes += nbytes
+        return nbytes
+
+    # ---------------------------------------------------------------- writing
+    def begin(self) -> None:
+        need = self.total_bytes + HEADER_MARGIN
+        free = shutil.disk_usage(self.tmp.parent).free
+        if free < need:
+            raise OutputError(
+                f"not enough disk space for {self.path.name}: needs {need / 1e9:.2f} GB, "
+                f"{free / 1e9:.2f} GB free on that device",
+                hint="free some disk space or write elsewhere with -o")
+        try:
+            self._open = True
+            self.writer.write_header_to_file(self.tmp)
+            self.writer.write_kv_data_to_file()
+            self.writer.write_ti_data_to_file()
+        except OSError as e:
+            raise _os_error(self.path, e) from None
+
+    def write(self, name: str, data: np.ndarray) -> None:
+        want, nbytes = self._plan[self._next]
+        if name != want:
+            raise RuntimeError(f"tensor {name} written out of plan order (expected {want})")
+        data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+        if data.nbytes != nbytes:
+            raise RuntimeError(f"tensor {name}: {data.nbytes} bytes, planned {nbytes}")
+        try:
+            self.writer.write_tensor_data(data)
+        except OSError as e:
+            raise _os_error(self.path, e) from None
+        self._next += 1
+
+    def commit(self) -> Path:
+        if self._next != len(self._plan):
+            raise RuntimeError(f"only {self._next} of {len(self._plan)} tensors written")
+        try:
+            for f in self.writer.fout or []:
+                f.flush()
+                os.fsync(f.fileno())
+            self.writer.close()
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            raise _os_error(self.path, e) from None
+        self._open = False
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            for f in self.writer.fout or []:
+                f.close()
+        except OSError:
+            pass
+        self.tmp.unlink(missing_ok=True)
+        self._open = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None or self._open:
+            self.abort()
+        return False

@@ -1,0 +1,385 @@
+"""Q4_K and Q5_K: 256-value super-blocks of 8 sub-blocks (32 values), each with a 6-bit scale
+and a 6-bit min; x = d*sc*q - dmin*m with fp16 d, dmin and q in 0..15 (Q4_K) or 0..31 (Q5_K).
+
+Mirrors native/q_k_high.c byte for byte (rules in base.py). Two stages per super-block:
+
+1. llama.cpp's own search, reproduced exactly: without imatrix make_qkx2_quants on weights
+   rms + |x| and 6-bit scales/mins relative to the largest; with imatrix make_qkx3_quants on
+   weights imatrix * sqrt(sigma2 + x^2) and make_qp_quants for the scales and mins.
+2. A polish pass that only ever helps: starting from stage 1, it retries every sub-block's
+   (scale, min) pair at the neighbouring 6-bit levels and refits d and dmin by least squares,
+   measuring the error we are judged by (sum of imatrix * (x - xhat)^2, imatrix = 1 if none).
+   The super-block keeps whichever of the two results has the lower error, computed in float64.
+
+Every reduction below is a sequential loop over the block axis, as the C loops run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from .base import F32, QuantType, fp16_bytes, fp16_value
+
+QK_K = 256
+_MAGIC = F32(12582912.0)  # 1.5 * 2^23
+
+
+def _nint(v: np.ndarray) -> np.ndarray:
+    """llama.cpp nearest_int, bit for bit (also for NaN, Inf and |v| >= 2^22)."""
+    val = (np.asarray(v, dtype=F32) + _MAGIC).astype(F32)
+    return (val.view(np.int32) & 0x007FFFFF) - 0x00400000
+
+
+def _lt_select(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.where(cond, a, b).astype(F32)
+
+
+# ------------------------------------------------------------------ llama.cpp's searches
+
+def _make_qkx(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
+    """make_qkx2_quants / make_qkx3_quants (identical for weights given, use_mad false).
+
+    x, w: (S, n) float32 -> scale (S,), the_min (S,) (= -min >= 0), L (S, n) int32.
+    """
+    S, n = x.shape
+    mn = x[:, 0].copy()
+    mx = x[:, 0].copy()
+    sum_w = w[:, 0].copy()
+    sum_x = (sum_w * x[:, 0]).astype(F32)
+    for i in range(1, n):
+        xi = x[:, i]
+        mn = _lt_select(xi < mn, xi, mn)
+        mx = _lt_select(xi > mx, xi, mx)
+        sum_w = sum_w + w[:, i]
+        sum_x = sum_x + w[:, i] * xi
+    mn = _lt_select(mn > 0, F32(0), mn)
+    flat = mx == mn
+    rng = (mx - mn).astype(F32)
+    xm = (x - mn[:, None]).astype(F32)                      # (S, n)
+    fnmax = F32(nmax)
+    with np.errstate(all="ignore"):
+        iscale = fnmax / rng
+        scale = F32(1) / iscale
+        L = np.clip(_nint(iscale[:, None] * xm), 0, nmax)
+        best = np.zeros(S, F32)
+        for i in range(n):
+            diff = scale * L[:, i].astype(F32) + mn - x[:, i]
+            best = best + w[:, i] * (diff * diff)
+        numer = ((F32(rmin) + F32(rdelta) * np.arange(nstep + 1, dtype=F32)) + fnmax).astype(F32)
+        isc = numer[None, :] / rng[:, None]                  # (S, C)
+        Laux = np.clip(_nint(isc[:, :, None] * xm[:, None, :]), 0, nmax)  # (S, C, n)
+        La = Laux.astype(F32)
+        sum_l = np.zeros(isc.shape, F32)
+        sum_l2 = np.zeros(isc.shape, F32)
+        sum_xl = np.zeros(isc.shape, F32)
+        for i in range(n):
+            wl = w[:, i, None] * La[:, :, i]
+            sum_l = sum_l + wl
+            sum_l2 = sum_l2 + wl * La[:, :, i]
+            sum_xl = sum_xl + wl * x[:, i, None]
+        sw = sum_w[:, None]
+        sx = sum_x[:, None]
+        D = sw * sum_l2 - sum_l * sum_l
+        t_scale = (sw * sum_xl - sx * sum_l) / D
+        t_min = (sum_l2 * sx - sum_l * sum_xl) / D
+        pos = t_min > 0
+        t_min = np.where(pos, F32(0), t_min).astype(F32)
+        t_scale = np.where(pos, sum_xl / sum_l2, t_scale).astype(F32)
+        err = np.zeros(isc.shape, F32)
+        for i in range(n):
+            diff = t_scale * La[:, :, i] + t_min - x[:, i, None]
+            err = err + w[:, i, None] * (diff * diff)
+    mn_out = mn.copy()
+    for c in range(nstep + 1):
+        take = (D[:, c] > 0) & (err[:, c] < best)
+        best = np.where(take, err[:, c], best)
+        scale = np.where(take, t_scale[:, c], scale)
+        mn_out = np.where(take, t_min[:, c], mn_out)
+        L = np.where(take[:, None], Laux[:, c, :], L)
+    scale = np.where(flat, F32(0), scale).astype(F32)
+    L = np.where(flat[:, None], 0, L)
+    mn_out = np.where(flat, mn, mn_out).astype(F32)
+    return scale, (-mn_out).astype(F32), L.astype(np.int32)
+
+
+def _make_qp(x, qw, nmax: int = 63):
+    """make_qp_quants on (S, n) non-negative values -> scale (S,), L (S, n) int32 in 0..255.
+
+    L is what llama.cpp stores in its uint8 array (so wraps modulo 256 like C would).
+    """
+    S, n = x.shape
+    fnmax = F32(nmax)
+    mx = np.zeros(S, F32)
+    for i in range(n):
+        mx = _lt_select(mx > x[:, i], mx, x[:, i])
+    zero = mx < F32(1e-15)
+    with np.errstate(all="ignore"):
+        iscale = fnmax / mx
+        L = _nint(iscale[:, None] * x) & 0xFF
+        scale = F32(1) / iscale
+        best = np.zeros(S, F32)
+        for i in range(n):
+            diff = x[:, i] - scale * L[:, i].astype(F32)
+            best = best + qw[:, i] * diff * diff
+        for is_ in (-4, -3, -2, -1, 1, 2, 3, 4):
+            isc = (F32(0.1) * F32(is_) + fnmax) / mx
+            sc = F32(1) / isc
+            mse = np.zeros(S, F32)
+            for i in range(n):
+                li = np.minimum(nmax, _nint(isc * x[:, i])).astype(F32)
+                diff = x[:, i] - sc * li
+                mse = mse + qw[:, i] * diff * diff
+            take = mse < best
+            best = np.where(take, mse, best)
+            iscale = np.where(take, isc, iscale).astype(F32)
+        sumlx = np.zeros(S, F32)
+        suml2 = np.zeros(S, F32)
+        for i in range(n):
+            li = np.minimum(nmax, _nint(iscale * x[:, i]))
+            L[:, i] = li & 0xFF
+            lf = li.astype(F32)
+            sumlx = sumlx + qw[:, i] * x[:, i] * lf
+            suml2 = suml2 + qw[:, i] * lf * lf
+        for _ in range(5):  # a pass without changes leaves the state as it was
+            for i in range(n):
+                wi, xi = qw[:, i], x[:, i]
+                Lf = L[:, i].astype(F32)
+                slx = sumlx - wi * xi * Lf
+                sl2 = suml2 - wi * Lf * Lf
+                ok = (slx > 0) & (sl2 > 0)
+                new_l = np.minimum(nmax, _nint(xi * sl2 / slx))
+                ok &= new_l != L[:, i]
+                nf = new_l.astype(F32)
+                slx = slx + wi * xi * nf
+                sl2 = sl2 + wi * nf * nf
+                ok &= slx * slx * suml2 > sumlx * sumlx * sl2
+                L[:, i] = np.where(ok, new_l & 0xFF, L[:, i])
+                sumlx = np.where(ok, slx, sumlx).astype(F32)
+                suml2 = np.where(ok, sl2, suml2).astype(F32)
+        out = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
+    out = np.where(zero, F32(0), out).astype(F32)
+    L = np.where(zero[:, None], 0, L)
+    return out, L
+
+
+# ------------------------------------------------------------------ packing
+
+def _pack_scales(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """(B, 8) ints (as llama.cpp holds them in uint8) -> (B, 12) uint8, its exact packing."""
+    s = np.zeros((ls.shape[0], 12), np.int64)
+    for j in range(8):
+        if j < 4:
+            s[:, j] = ls[:, j]
+            s[:, j + 4] = lm[:, j]
+        else:
+            s[:, j + 4] = ((ls[:, j] & 0xF) | ((lm[:, j] & 0xF) << 4)) & 0xFF
+            s[:, j - 4] = (s[:, j - 4] | ((ls[:, j] >> 4) << 6)) & 0xFF
+            s[:, j] = (s[:, j] | ((lm[:, j] >> 4) << 6)) & 0xFF
+    return s.astype(np.uint8)
+
+
+def _unpack_scales(s: np.ndarray):
+    """(B, 12) uint8 -> sc, m (B, 8) int32 (get_scale_min_k4)."""
+    s = s.astype(np.int32)
+    lo, mid, hi = s[:, 0:4], s[:, 4:8], s[:, 8:12]
+    sc = np.concatenate([lo & 63, (hi & 0xF) | ((lo >> 6) << 4)], axis=1)
+    m = np.concatenate([mid & 63, (hi >> 4) | ((mid >> 6) << 4)], axis=1)
+    return sc, m
+
+
+def _requant(xs, dval, mval, sc, m, L, nmax):
+    """Round every value with the stored scale/min. xs (B, 8, 32); dval, mval (B,)."""
+    d = dval[:, None] * sc.astype(F32)                       # (B, 8)
+    dm = mval[:, None] * m.astype(F32)
+    with np.errstate(all="ignore"):
+        q = np.clip(_nint((xs + dm[:, :, None]) / d[:, :, None]), 0, nmax)
+    return np.where((d != 0)[:, :, None], q, L)
+
+
+def _dequant(dval, mval, sc, m, q):
+    """(B,), (B,), (B, 8), (B, 8), (B, 8, 32) -> xhat (B, 8, 32), as llama.cpp dequantizes."""
+    d = (dval[:, None] * sc.astype(F32))[:, :, None]
+    dm = (mval[:, None] * m.astype(F32))[:, :, None]
+    return (d * q.astype(F32) - dm).astype(F32)
+
+
+def _block_error(xs, xhat, mw):
+    """Metric error per super-block in float64, summed sequentially: (B,)."""
+    diff = xs.astype(np.float64) - xhat.astype(np.float64)  # (B, 8, 32)
+    e = (diff * diff).reshape(diff.shape[0], QK_K)
+    if mw is not None:
+        e = e * mw.reshape(1, QK_K)
+    acc = np.zeros(e.shape[0])
+    for i in range(QK_K):
+        acc = acc + e[:, i]
+    return acc
+
+
+# ------------------------------------------------------------------ stage 1: llama.cpp
+
+def _ggml_ref(xs, nmax, rmin, rdelta, nstep):
+    """quantize_row_q{4,5}_K_ref. xs (B, 8, 32) -> d16, dmin16 (B,) float32 values, sc, m, q."""
+    B = xs.shape[0]
+    sub = xs.reshape(B * 8, 32)
+    sum_x2 = np.zeros(B * 8, F32)
+    for i in range(32):
+        sum_x2 = sum_x2 + sub[:, i] * sub[:, i]
+    av_x = np.sqrt(sum_x2 / F32(32))
+    w = (av_x[:, None] + np.abs(sub)).astype(F32)
+    scales, mins, L = _make_qkx(sub, w, nmax, rmin, rdelta, nstep)
+    scales = scales.reshape(B, 8)
+    mins = mins.reshape(B, 8)
+    max_scale = np.zeros(B, F32)
+    max_min = np.zeros(B, F32)
+    for j in range(8):
+        max_scale = _lt_select(scales[:, j] > max_scale, scales[:, j], max_scale)
+        max_min = _lt_select(mins[:, j] > max_min, mins[:, j], max_min)
+    with np.errstate(all="ignore"):
+        inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0)).astype(F32)
+        inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0)).astype(F32)
+    ls = np.minimum(63, _nint(inv_scale[:, None] * scales) & 0xFF)
+    lm = np.minimum(63, _nint(inv_min[:, None] * mins) & 0xFF)
+    return _finish(xs, max_scale / F32(63), max_min / F32(63), ls, lm, L.reshape(B, 8, 32), nmax)
+
+
+def _ggml_imatrix(xs, qw, nmax, clamp_ls):
+    """quantize_row_q{4,5}_K_impl with quant_weights. qw (256,) per column of the block."""
+    B = xs.shape[0]
+    flat = xs.reshape(B, QK_K)
+    sum_x2 = np.zeros(B, F32)
+    for i in range(QK_K):
+        sum_x2 = sum_x2 + flat[:, i] * flat[:, i]
+    sigma2 = (F32(2) * sum_x2 / F32(QK_K)).astype(F32)
+    w = (qw.reshape(1, 8, 32) * np.sqrt(sigma2[:, None, None] + xs * xs)).astype(F32)
+    sw = np.zeros((B, 8), F32)
+    for i in range(32):
+        sw = sw + w[:, :, i]
+    scales, mins, L = _make_qkx(xs.reshape(B * 8, 32), w.reshape(B * 8, 32), nmax, -0.9, 0.05, 36)
+    d_block, ls = _make_qp(scales.reshape(B, 8), sw)
+    m_block, lm = _make_qp(mins.reshape(B, 8), sw)
+    if clamp_ls:  # Q5_K clamps to 63 here, Q4_K does not (only matters if qp wrapped)
+        ls = np.minimum(63, ls)
+        lm = np.minimum(63, lm)
+    return _finish(xs, d_block, m_block, ls, lm, L.reshape(B, 8, 32), nmax)
+
+
+def _finish(xs, dsrc, msrc, ls, lm, L, nmax):
+    packed = _pack_scales(ls, lm)
+    sc, m = _unpack_scales(packed)
+    d16 = fp16_value(fp16_bytes(dsrc))
+    m16 = fp16_value(fp16_bytes(msrc))
+    q = _requant(xs, d16, m16, sc, m, L, nmax)
+    return dict(d=d16, dmin=m16, packed=packed, sc=sc, m=m, q=q)
+
+
+# ------------------------------------------------------------------ the types
+
+class _KHigh(QuantType):
+    nmax: int
+    ref_args: tuple
+    clamp_ls: bool
+
+    @classmethod
+    def _stage1(cls, xs, imatrix):
+        if imatrix is None:
+            return _ggml_ref(xs, cls.nmax, *cls.ref_args)
+        return _ggml_imatrix(xs, imatrix, cls.nmax, cls.clamp_ls)
+
+    @classmethod
+    def quantize_rows(cls, x, imatrix=None):
+        nrows, n = x.shape
+        nb = n // QK_K
+        xs = np.ascontiguousarray(x, dtype=F32).reshape(nrows * nb, 8, 32)
+        out = []
+        for r0 in range(0, nrows, max(1, 4096 // nb)):   # bound the temporaries
+            r1 = min(nrows, r0 + max(1, 4096 // nb))
+            blk = xs[r0 * nb:r1 * nb]
+            qw = None
+            if imatrix is not None:
+                qw = np.ascontiguousarray(imatrix, dtype=F32).reshape(nb, QK_K)
+            res = cls._quantize_blocks(blk, qw, nb)
+            out.append(res)
+        return np.concatenate(out).reshape(nrows, cls.row_bytes(n))
+
+    @classmethod
+    def _quantize_blocks(cls, blk, qw, nb):
+        """(B, 8, 32) blocks of whole rows (B a multiple of nb) -> (B, type_size) uint8."""
+        if qw is None:
+            r = cls._stage1(blk, None)
+        else:
+            # the imatrix differs per column: group the blocks by position in the row
+            B = blk.shape[0]
+            parts = {}
+            for k in range(nb):
+                parts[k] = cls._stage1(blk[k::nb], qw[k])
+            r = {}
+            for key in parts[0]:
+                arr = np.empty((B,) + parts[0][key].shape[1:], parts[0][key].dtype)
+                for k in range(nb):
+                    arr[k::nb] = parts[k][key]
+                r[key] = arr
+        return cls._pack(r)
+
+    @classmethod
+    def dequantize_rows(cls, q):
+        nrows = q.shape[0]
+        b = q.reshape(-1, cls.type_size)
+        d = fp16_value(b[:, 0:2])
+        dmin = fp16_value(b[:, 2:4])
+        sc, m = _unpack_scales(b[:, 4:16])
+        return _dequant(d, dmin, sc, m, cls._unpack_q(b)).reshape(nrows, -1)
+
+
+class Q4_K(_KHigh, qtype=T.Q4_K):
+    nmax = 15
+    ref_args = (-1.0, 0.1, 20)
+    clamp_ls = False
+
+    @classmethod
+    def _pack(cls, r):
+        B = r["q"].shape[0]
+        out = np.empty((B, 144), np.uint8)
+        out[:, 0:2] = fp16_bytes(r["d"])
+        out[:, 2:4] = fp16_bytes(r["dmin"])
+        out[:, 4:16] = r["packed"]
+        q = r["q"].reshape(B, 4, 2, 32).astype(np.uint8)     # (B, chunk, lo/hi, 32)
+        out[:, 16:] = (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(B, 128)
+        return out
+
+    @classmethod
+    def _unpack_q(cls, b):
+        qs = b[:, 16:144].reshape(-1, 4, 1, 32)
+        q = (qs >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1)) & 0xF
+        return q.reshape(-1, 8, 32)
+
+
+class Q5_K(_KHigh, qtype=T.Q5_K):
+    nmax = 31
+    ref_args = (-0.5, 0.1, 15)
+    clamp_ls = True
+
+    @classmethod
+    def _pack(cls, r):
+        B = r["q"].shape[0]
+        out = np.empty((B, 176), np.uint8)
+        out[:, 0:2] = fp16_bytes(r["d"])
+        out[:, 2:4] = fp16_bytes(r["dmin"])
+        out[:, 4:16] = r["packed"]
+        q = r["q"].reshape(B, 4, 2, 32).astype(np.uint8)     # (B, chunk, lo/hi, 32)
+        hb = q >> 4                                          # 5th bits
+        qh = np.zeros((B, 32), np.uint8)
+        for c in range(4):
+            qh |= (hb[:, c, 0] << (2 * c)) | (hb[:, c, 1] << (2 * c + 1))
+        out[:, 16:48] = qh
+        out[:, 48:] = ((q[:, :, 0] & 0xF) | ((q[:, :, 1] & 0xF) << 4)).reshape(B, 128)
+        return out
+
+    @classmethod
+    def _unpack_q(cls, b):
+        qh = b[:, 16:48].reshape(-1, 1, 1, 32)
+        qs = b[:, 48:176].reshape(-1, 4, 1, 32)
+        lo = (qs >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1)) & 0xF
+        sh = (2 * np.arange(4).reshape(1, 4, 1, 1) + np.arange(2).reshape(1, 1, 2, 1)).astype(np.uint8)
+        hi = (qh >> sh) & 1
+        return (lo | (hi << 4)).reshape(-1, 8, 32)

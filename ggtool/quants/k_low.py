@@ -1,0 +1,453 @@
+"""Q2_K and Q3_K: 256-value super-blocks of 16 sub-blocks of 16 values.
+
+Q2_K  (84 bytes): scales[16] (low nibble scale, high nibble min), qs[64], d, dmin (fp16);
+                  x = d*sc*q - dmin*m, q in 0..3.
+Q3_K (110 bytes): hmask[32], qs[64], scales[12] (6-bit, stored +32), d (fp16);
+                  x = d*(sc-32)*(q-4), q in 0..7 (low 2 bits in qs, third bit in hmask).
+
+Algorithm: first exactly llama.cpp's (ggml-quants.c quantize_row_q{2,3}_K_ref without an
+imatrix, quantize_row_q{2,3}_K_impl with one), then a refinement pass that only keeps a change
+where it lowers the block's error sum(w*(x - x_hat)^2) (w = imatrix or 1), so the result is
+never worse than libggml's. The C kernels (native/q_k_low.c) mirror this file byte for byte:
+float32 in C's operation order, sequential sums, llama.cpp's nearest_int bit trick.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from .base import F32, QuantType, fp16_bytes, fp16_round, fp16_value
+
+F64 = np.float64
+QK = 256
+EPS = F32(1e-15)  # llama.cpp GROUP_MAX_EPS
+
+
+# ---------------------------------------------------------------- helpers
+
+def _nint(v: np.ndarray) -> np.ndarray:
+    """llama.cpp nearest_int bit for bit: half to even, and the same value as C for inf/nan."""
+    with np.errstate(all="ignore"):
+        t = np.add(np.asarray(v, dtype=F32), F32(12582912.0), dtype=F32)
+    return (np.atleast_1d(t).view(np.int32) & 0x7FFFFF) - 0x400000
+
+
+def _ssum(terms) -> np.ndarray:
+    """Sequential sum of an iterable of equally-shaped arrays (C loop order)."""
+    acc = None
+    for t in terms:
+        acc = t if acc is None else acc + t
+    return acc
+
+
+def _pack2(L: np.ndarray) -> np.ndarray:
+    """(nb, 256) values 0..3 -> (nb, 64): qs[32h+l] holds 128h+l+32k at bits 2k."""
+    L = L.astype(np.uint8).reshape(-1, 2, 4, 32)
+    qs = L[:, :, 0] | (L[:, :, 1] << 2) | (L[:, :, 2] << 4) | (L[:, :, 3] << 6)
+    return qs.reshape(-1, 64)
+
+
+def _unpack2(qs: np.ndarray) -> np.ndarray:
+    """(nb, 64) -> (nb, 256) values 0..3."""
+    sh = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
+    return ((qs.reshape(-1, 2, 1, 32) >> sh) & 3).reshape(-1, QK)
+
+
+def _block_weights(imatrix, nrows: int, n: int) -> np.ndarray:
+    """imatrix (n,) -> per-block importance (nrows*n/256, 256)."""
+    return np.tile(np.asarray(imatrix, dtype=F32).reshape(-1, QK), (nrows, 1))
+
+
+# ---------------------------------------------------------------- llama.cpp search routines
+# All take sub-blocks as rows: x, w (S, n) float32; loops run over the n columns.
+
+def _minmax_sums(x, w):
+    mn = x[:, 0].copy()
+    mx = x[:, 0].copy()
+    sum_w = w[:, 0].copy()
+    sum_x = sum_w * x[:, 0]
+    for i in range(1, x.shape[1]):
+        xi, wi = x[:, i], w[:, i]
+        mn = np.where(xi < mn, xi, mn)
+        mx = np.where(xi > mx, xi, mx)
+        sum_w = sum_w + wi
+        sum_x = sum_x + wi * xi
+    return mn, mx, sum_w, sum_x
+
+
+def _make_qkx(x, w, nmax, rmin, rdelta, nstep, use_mad):
+    """make_qkx2_quants / make_qkx3_quants (with weights): asymmetric scale + min search.
+
+    -> (scale (S,), the_min (S,), L (S, n) int32 in 0..nmax)."""
+    n = x.shape[1]
+    mn, mx, sum_w, sum_x = _minmax_sums(x, w)
+    mn = np.where(mn > 0, F32(0), mn)
+    flat = mx == mn
+    with np.errstate(all="ignore"):
+        rng = mx - mn
+        iscale = F32(nmax) / rng
+        scale = F32(1) / iscale
+        xm = x - mn[:, None]
+
+        def err(sc, m, L):
+            out = []
+            for i in range(n):
+                diff = (sc * L[:, i].astype(F32) + m) - x[:, i]
+                diff = np.abs(diff) if use_mad else diff * diff
+                out.append(w[:, i] * diff)
+            return _ssum(out)
+
+        L = np.clip(_nint(iscale[:, None] * xm), 0, nmax)
+        best = err(scale, mn, L)
+        for step in range(nstep + 1):
+            isc = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / rng
+            La = np.clip(_nint(isc[:, None] * xm), 0, nmax)
+            Lf = La.astype(F32)
+            sl = sl2 = sxl = None
+            for i in range(n):
+                wl = w[:, i] * Lf[:, i]
+                sl = wl if sl is None else sl + wl
+                t2 = wl * Lf[:, i]
+                sl2 = t2 if sl2 is None else sl2 + t2
+                t3 = wl * x[:, i]
+                sxl = t3 if sxl is None else sxl + t3
+            D = sum_w * sl2 - sl * sl
+            this_scale = (sum_w * sxl - sum_x * sl) / D
+            this_min = (sl2 * sum_x - sl * sxl) / D
+            pos = this_min > 0
+            this_min = np.where(pos, F32(0), this_min)
+            this_scale = np.where(pos, sxl / sl2, this_scale)
+            cur = err(this_scale, this_min, La)
+            upd = (D > 0) & (cur < best)
+            L = np.where(upd[:, None], La, L)
+            best = np.where(upd, cur, best)
+            scale = np.where(upd, this_scale, scale)
+            mn = np.where(upd, this_min, mn)
+    L = np.where(flat[:, None], 0, L)
+    scale = np.where(flat, F32(0), scale)
+    return scale.astype(F32), (-mn).astype(F32), L
+
+
+def _absmax(x):
+    """(amax, the signed value of the first largest |x|) per row."""
+    amax = np.zeros(x.shape[0], F32)
+    mx = np.zeros(x.shape[0], F32)
+    for i in range(x.shape[1]):
+        ax = np.abs(x[:, i])
+        upd = ax > amax
+        amax = np.where(upd, ax, amax)
+        mx = np.where(upd, x[:, i], mx)
+    return amax, mx
+
+
+def _make_q3(x, nmax):
+    """make_q3_quants(do_rmse=true): symmetric, w = x^2, coordinate descent.
+
+    -> (scale (S,), L (S, n) int32 in 0..2*nmax-1; all 0 for an all-zero sub-block)."""
+    n = x.shape[1]
+    amax, mx = _absmax(x)
+    zero = amax < EPS
+    W = x * x
+    WX = W * x
+    with np.errstate(all="ignore"):
+        iscale = F32(-nmax) / mx
+        L = np.clip(_nint(iscale[:, None] * x), -nmax, nmax - 1)
+        Lf = L.astype(F32)
+        sumlx = _ssum(WX[:, i] * Lf[:, i] for i in range(n))
+        suml2 = _ssum((W[:, i] * Lf[:, i]) * Lf[:, i] for i in range(n))
+        for _ in range(5):
+            changed = False
+            for i in range(n):
+                w, wx, xi = W[:, i], WX[:, i], x[:, i]
+                Li = L[:, i]
+                Lif = Li.astype(F32)
+                slx = sumlx - wx * Lif
+                sl2 = suml2 - (w * Lif) * Lif
+                new = np.clip(_nint((xi * sl2) / slx), -nmax, nmax - 1)
+                nf = new.astype(F32)
+                slx2 = slx + wx * nf
+                sl22 = sl2 + (w * nf) * nf
+                acc = ((slx > 0) & (new != Li) & (sl22 > 0)
+                       & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22))
+                if acc.any():
+                    changed = True
+                    L[:, i] = np.where(acc, new, Li)
+                    sumlx = np.where(acc, slx2, sumlx)
+                    suml2 = np.where(acc, sl22, suml2)
+            if not changed:  # a pass that changes nothing would repeat itself
+                break
+        scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
+    L = np.where(zero[:, None], 0, L + nmax)
+    scale = np.where(zero, F32(0), scale)
+    return scale.astype(F32), L
+
+
+def _make_qx(x, w, nmax):
+    """make_qx_quants(rmse_type=1) with weights: symmetric, 18 extra scale tries.
+
+    -> (scale (S,), L (S, n) int32 in 0..2*nmax-1)."""
+    n = x.shape[1]
+    amax, mx = _absmax(x)
+    zero = amax < EPS
+    wx = w * x
+
+    def trial(isc):
+        l = np.clip(_nint(isc[:, None] * x), -nmax, nmax - 1)
+        lf = l.astype(F32)
+        sumlx = _ssum(wx[:, i] * lf[:, i] for i in range(n))
+        suml2 = _ssum((w[:, i] * lf[:, i]) * lf[:, i] for i in range(n))
+        return l, sumlx, suml2
+
+    with np.errstate(all="ignore"):
+        l, sumlx, suml2 = trial(F32(-nmax) / mx)
+        L = l + nmax
+        scale = np.where(suml2 != 0, sumlx / suml2, F32(0))
+        best = scale * sumlx
+        for step in range(-9, 10):
+            if step == 0:
+                continue
+            l, sumlx, suml2 = trial(-(F32(nmax) + F32(0.1) * F32(step)) / mx)
+            upd = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+            L = np.where(upd[:, None], l + nmax, L)
+            scale = np.where(upd, sumlx / suml2, scale)
+            best = np.where(upd, scale * sumlx, best)
+    L = np.where(zero[:, None], 0, L)
+    scale = np.where(zero, F32(0), scale)
+    return scale.astype(F32), L
+
+
+def _make_qp(x, w, nmax):
+    """make_qp_quants: unsigned scales of the sub-block scales (L stored as uint8 in C).
+
+    -> (scale (B,), L (B, n) int32 0..255)."""
+    n = x.shape[1]
+    mx = np.zeros(x.shape[0], F32)
+    for i in range(n):
+        mx = np.where(mx > x[:, i], mx, x[:, i])
+    zero = mx < EPS
+    wx = w * x
+    with np.errstate(all="ignore"):
+        iscale = F32(nmax) / mx
+        L = _nint(iscale[:, None] * x) & 0xFF
+        sc = F32(1) / iscale
+        best = _ssum(w[:, i] * d * d for i in range(n)
+                     for d in [x[:, i] - sc * L[:, i].astype(F32)])
+        for step in range(-4, 5):
+            if step == 0:
+                continue
+            isc = (F32(0.1) * F32(step) + F32(nmax)) / mx
+            sc = F32(1) / isc
+            l = np.minimum(nmax, _nint(isc[:, None] * x))
+            mse = _ssum(w[:, i] * d * d for i in range(n)
+                        for d in [x[:, i] - sc * l[:, i].astype(F32)])
+            upd = mse < best
+            best = np.where(upd, mse, best)
+            iscale = np.where(upd, isc, iscale)
+        l = np.minimum(nmax, _nint(iscale[:, None] * x))
+        L = l & 0xFF
+        lf = l.astype(F32)
+        sumlx = _ssum(wx[:, i] * lf[:, i] for i in range(n))
+        suml2 = _ssum((w[:, i] * lf[:, i]) * lf[:, i] for i in range(n))
+        for _ in range(5):
+            changed = False
+            for i in range(n):
+                wi, wxi, xi = w[:, i], wx[:, i], x[:, i]
+                Li = L[:, i]
+                Lif = Li.astype(F32)
+                slx = sumlx - wxi * Lif
+                sl2 = suml2 - (wi * Lif) * Lif
+                new = np.minimum(nmax, _nint((xi * sl2) / slx))
+                nf = new.astype(F32)
+                slx2 = slx + wxi * nf
+                sl22 = sl2 + (wi * nf) * nf
+                acc = ((slx > 0) & (sl2 > 0) & (new != Li)
+                       & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22))
+                if acc.any():
+                    changed = True
+                    L[:, i] = np.where(acc, new & 0xFF, Li)
+                    sumlx = np.where(acc, slx2, sumlx)
+                    suml2 = np.where(acc, sl22, suml2)
+            if not changed:
+                break
+        scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
+    L = np.where(zero[:, None], 0, L)
+    scale = np.where(zero, F32(0), scale)
+    return scale.astype(F32), L
+
+
+def _running_max(v):
+    """for j: if (v[j] > m) m = v[j], from m = 0 -> (B,)."""
+    m = np.zeros(v.shape[0], F32)
+    for j in range(v.shape[1]):
+        m = np.where(v[:, j] > m, v[:, j], m)
+    return m
+
+
+# ---------------------------------------------------------------- Q2_K
+
+def _q2_requant(xb, L, sb, dval, mval):
+    """Re-round every sub-block with its stored scale; a sub-block with d*sc == 0 keeps L.
+
+    xb (nb, 16, 16), L (nb, 16, 16), sb (nb, 16) scale bytes, dval/mval (nb,) fp16 values."""
+    dl = dval[:, None] * (sb & 0xF).astype(F32)       # (nb, 16)
+    ml = mval[:, None] * (sb >> 4).astype(F32)
+    with np.errstate(all="ignore"):
+        new = np.clip(_nint((xb + ml[..., None]) / dl[..., None]), 0, 3)
+    return np.where((dl != 0)[..., None], new, L)
+
+
+def q2_k_llama(x: np.ndarray, imatrix: np.ndarray | None):
+    """llama.cpp's Q2_K -> (L (nb,16,16), scale bytes (nb,16), d (nb,), dmin (nb,)) with d, dmin
+    as fp16-rounded float32."""
+    nrows, n = x.shape
+    xb = np.asarray(x, dtype=F32).reshape(-1, QK)      # (nb, 256)
+    nb = xb.shape[0]
+    xs = xb.reshape(nb * 16, 16)
+    if imatrix is None:
+        scales, mins, L = _make_qkx(xs, np.abs(xs), 3, -0.5, 0.1, 15, True)
+        scales, mins = scales.reshape(nb, 16), mins.reshape(nb, 16)
+        max_scale, max_min = _running_max(scales), _running_max(mins)
+        q4 = F32(15)
+        with np.errstate(all="ignore"):
+            ls = _nint((q4 / max_scale)[:, None] * scales)
+            lm = _nint((q4 / max_min)[:, None] * mins)
+            ps, pm = max_scale > 0, max_min > 0
+            sb = np.where(ps[:, None], ls & 0xFF, 0) | np.where(pm[:, None], (lm << 4) & 0xFF, 0)
+            d = np.where(ps, max_scale / q4, F32(0))
+            dmin = np.where(pm, max_min / q4, F32(0))
+    else:
+        qw = _block_weights(imatrix, nrows, n)                       # (nb, 256)
+        sumx2 = _ssum(xb[:, j] * xb[:, j] for j in range(QK))
+        sigma2 = sumx2 / F32(QK)
+        weight = (qw * np.sqrt(sigma2[:, None] + xb * xb)).reshape(nb * 16, 16)
+        sw = _ssum(weight[:, l] for l in range(16)).reshape(nb, 16)
+        scales, mins, L = _make_qkx(xs, weight, 3, -0.9, 0.05, 36, False)
+        d, Ls = _make_qp(scales.reshape(nb, 16), sw, 15)
+        dmin, Lm = _make_qp(mins.reshape(nb, 16), sw, 15)
+        sb = (Ls | (Lm << 4)) & 0xFF
+    d, dmin = fp16_round(d), fp16_round(dmin)
+    sb = sb.astype(np.uint8)
+    L = _q2_requant(xb.reshape(nb, 16, 16), L.reshape(nb, 16, 16), sb, d, dmin)
+    return L, sb, d, dmin
+
+
+class Q2_K(QuantType, qtype=T.Q2_K):
+    uses_imatrix = True
+
+    @classmethod
+    def quantize_rows(cls, x, imatrix=None):
+        nrows, n = x.shape
+        L, sb, d, dmin = q2_k_llama(x, imatrix)
+        nb = L.shape[0]
+        out = np.empty((nb, 84), dtype=np.uint8)
+        out[:, :16] = sb
+        out[:, 16:80] = _pack2(L.reshape(nb, QK))
+        out[:, 80:82] = fp16_bytes(d)
+        out[:, 82:84] = fp16_bytes(dmin)
+        return out.reshape(nrows, cls.row_bytes(n))
+
+    @classmethod
+    def dequantize_rows(cls, q):
+        nrows = q.shape[0]
+        b = q.reshape(-1, 84)
+        sb = b[:, :16]
+        d, dmin = fp16_value(b[:, 80:82]), fp16_value(b[:, 82:84])
+        dl = d[:, None] * (sb & 0xF).astype(F32)          # (nb, 16)
+        ml = dmin[:, None] * (sb >> 4).astype(F32)
+        L = _unpack2(b[:, 16:80]).reshape(-1, 16, 16).astype(F32)
+        return (dl[..., None] * L - ml[..., None]).reshape(nrows, -1)
+
+
+# ---------------------------------------------------------------- Q3_K
+
+def _q3_pack_scales(ls: np.ndarray) -> np.ndarray:
+    """(nb, 16) 6-bit values -> (nb, 12) bytes."""
+    ls = ls.astype(np.uint8)
+    out = np.zeros((ls.shape[0], 12), dtype=np.uint8)
+    out[:, :8] = (ls[:, :8] & 0xF) | ((ls[:, 8:] & 0xF) << 4)
+    hi = ls >> 4                                         # (nb, 16) 0..3
+    for j in range(16):
+        out[:, 8 + j % 4] |= hi[:, j] << (2 * (j // 4))
+    return out
+
+
+def _q3_unpack_scales(s: np.ndarray) -> np.ndarray:
+    """(nb, 12) -> (nb, 16) signed scales (stored - 32) as int32."""
+    lo = np.concatenate([s[:, :8] & 0xF, s[:, :8] >> 4], axis=1).astype(np.int32)
+    j = np.arange(16)
+    hi = (s[:, 8 + j % 4] >> (2 * (j // 4))) & 3
+    return (lo | (hi.astype(np.int32) << 4)) - 32
+
+
+def _q3_requant(xb, L, sc, dval):
+    """xb, L (nb, 16, 16); sc (nb, 16) signed scales; L in 0..7 (q+4)."""
+    dl = dval[:, None] * sc.astype(F32)
+    with np.errstate(all="ignore"):
+        new = np.clip(_nint(xb / dl[..., None]), -4, 3) + 4
+    return np.where((dl != 0)[..., None], new, L)
+
+
+def q3_k_llama(x: np.ndarray, imatrix: np.ndarray | None):
+    """llama.cpp's Q3_K -> (L (nb,16,16) 0..7, stored scales (nb,16) 0..63, d (nb,) fp16 value)."""
+    nrows, n = x.shape
+    xb = np.asarray(x, dtype=F32).reshape(-1, QK)
+    nb = xb.shape[0]
+    xs = xb.reshape(nb * 16, 16)
+    if imatrix is None:
+        scales, L = _make_q3(xs, 4)
+        scales = scales.reshape(nb, 16)
+        _, max_scale = _absmax(scales)
+        nz = max_scale != 0
+        with np.errstate(all="ignore"):
+            iscale = F32(-32) / max_scale
+            l = _nint(iscale[:, None] * scales)
+            l = ((l + 128) & 0xFF) - 128                  # int8_t l = nearest_int(...)
+            ls = np.where(nz[:, None], np.clip(l, -32, 31) + 32, 0)
+            d = np.where(nz, F32(1) / iscale, F32(0))
+    else:
+        qw = _block_weights(imatrix, nrows, n)
+        sumx2 = _ssum(xb[:, j] * xb[:, j] for j in range(QK))
+        sigma2 = (F32(2) * sumx2) / F32(QK)
+        weight = (qw * np.sqrt(sigma2[:, None] + xb * xb)).reshape(nb * 16, 16)
+        sw = _ssum(weight[:, l] for l in range(16)).reshape(nb, 16)
+        scales, L = _make_qx(xs, weight, 4)
+        d, ls = _make_qx(scales.reshape(nb, 16), sw, 32)
+    d = fp16_round(d)
+    # the stored 6-bit field decodes to ls - 32 (ls is 0..63 here)
+    L = _q3_requant(xb.reshape(nb, 16, 16), L.reshape(nb, 16, 16), ls - 32, d)
+    return L, ls, d
+
+
+class Q3_K(QuantType, qtype=T.Q3_K):
+    uses_imatrix = True
+
+    @classmethod
+    def quantize_rows(cls, x, imatrix=None):
+        nrows, n = x.shape
+        L, ls, d = q3_k_llama(x, imatrix)
+        nb = L.shape[0]
+        L = L.reshape(nb, QK)
+        hb = (L > 3).astype(np.uint8).reshape(nb, 8, 32)
+        hmask = np.zeros((nb, 32), dtype=np.uint8)
+        for k in range(8):
+            hmask |= hb[:, k] << k
+        out = np.empty((nb, 110), dtype=np.uint8)
+        out[:, :32] = hmask
+        out[:, 32:96] = _pack2(L & 3)
+        out[:, 96:108] = _q3_pack_scales(ls)
+        out[:, 108:110] = fp16_bytes(d)
+        return out.reshape(nrows, cls.row_bytes(n))
+
+    @classmethod
+    def dequantize_rows(cls, q):
+        nrows = q.shape[0]
+        b = q.reshape(-1, 110)
+        nb = b.shape[0]
+        d = fp16_value(b[:, 108:110])
+        dl = d[:, None] * _q3_unpack_scales(b[:, 96:108]).astype(F32)    # (nb, 16)
+        low = _unpack2(b[:, 32:96]).astype(np.int32)
+        hm = b[:, :32].reshape(nb, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)
+        high = (hm & 1).reshape(nb, QK).astype(np.int32)
+        q = (low - 4 * (1 - high)).astype(F32).reshape(nb, 16, 16)
+        return (dl[..., None] * q).reshape(nrows, -1)

@@ -1,0 +1,137 @@
+"""A strict, mmap-based safetensors reader (no torch, never a pickle).
+
+Every header field is validated before any data is touched, so a truncated or corrupt file
+fails with a CorruptFile error naming the file and the problem, not a numpy traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CorruptFile, InputError
+
+# safetensors dtype -> (numpy dtype of the stored bits, bytes per element)
+DTYPES = {
+    "F32": (np.dtype("<f4"), 4),
+    "F16": (np.dtype("<f2"), 2),
+    "BF16": (np.dtype("<u2"), 2),   # converted to float32 on read
+}
+MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    end: int
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+class SafetensorsFile:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._mm = None
+        self.entries: dict[str, TensorEntry] = {}
+        self.metadata: dict = {}
+        self._parse_header()
+
+    def _fail(self, what: str) -> CorruptFile:
+        return CorruptFile(f"{self.path.name}: {what}")
+
+    def _parse_header(self) -> None:
+        try:
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise self._fail(f"file is {size} bytes, too short for a safetensors header")
+                (n,) = struct.unpack("<Q", head)
+                if n > MAX_HEADER or 8 + n > size:
+                    raise self._fail(f"header claims {n} bytes but the file has {size} (truncated?)")
+                raw = f.read(n)
+        except OSError as e:
+            raise InputError(f"cannot read {self.path}: {e.strerror}") from None
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise self._fail(f"header is not valid JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise self._fail("header is not a JSON object")
+        data_start = 8 + n
+        data_len = size - data_start
+        self.metadata = header.pop("__metadata__", None) or {}
+        spans = []
+        for name, info in header.items():
+            try:
+                dtype = info["dtype"]
+                shape = tuple(int(s) for s in info["shape"])
+                a, b = (int(v) for v in info["data_offsets"])
+            except (KeyError, TypeError, ValueError):
+                raise self._fail(f"tensor {name!r} has a malformed header entry") from None
+            if dtype not in DTYPES:
+                raise InputError(
+                    f"{self.path.name}: tensor {name!r} has dtype {dtype}",
+                    hint="ggtool reads F32, F16 and BF16 safetensors checkpoints",
+                )
+            if any(s < 0 for s in shape):
+                raise self._fail(f"tensor {name!r} has a negative dimension")
+            e = TensorEntry(name, dtype, shape, data_start + a, data_start + b)
+            if not (0 <= a <= b <= data_len):
+                raise self._fail(
+                    f"tensor {name!r} lies at bytes {a}..{b} but the data section has {data_len} (truncated?)")
+            if b - a != e.n_elements * DTYPES[dtype][1]:
+                raise self._fail(
+                    f"tensor {name!r}: shape {list(shape)} x {dtype} needs {e.n_elements * DTYPES[dtype][1]} bytes, "
+                    f"header gives {b - a}")
+            spans.append((a, b, name))
+            self.entries[name] = e
+        spans.sort()
+        for (a0, b0, n0), (a1, b1, n1) in zip(spans, spans[1:]):
+            if a1 < b0:
+                raise self._fail(f"tensors {n0!r} and {n1!r} overlap")
+
+    def _map(self):
+        if self._mm is None:
+            with open(self.path, "rb") as f:
+                if self.path.stat().st_size == 0:
+                    raise self._fail("file is empty")
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._mm
+
+    def raw(self, name: str) -> np.ndarray:
+        """The stored array (a zero-copy view over the mmap; BF16 as uint16 bits)."""
+        e = self.entries[name]
+        dt, _ = DTYPES[e.dtype]
+        if e.n_elements == 0:
+            return np.zeros(e.shape, dtype=dt)
+        return np.frombuffer(self._map(), dtype=dt, count=e.n_elements, offset=e.start).reshape(e.shape)
+
+    def float32(self, name: str) -> np.ndarray:
+        """The tensor as a new float32 array."""
+        a = self.raw(name)
+        if self.entries[name].dtype == "BF16":
+            return (a.astype(np.uint32) << 16).view(np.float32)
+        return a.astype(np.float32)
+
+    def close(self) -> None:
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # a view is still alive; the GC will unmap it
+                pass
+            self._mm = None
