@@ -105,6 +105,17 @@ def doctor(as_json):
         click.echo(f"{k:<22} {', '.join(v) if isinstance(v, list) else v}")
 
 
+@cli.command()
+@click.option("--prompt", default="The capital of France is", show_default=True)
+@click.option("--type", "out_type", default="Q8_0", show_default=True,
+              type=click.Choice(["F32", "F16", "BF16", "Q8_0"], case_sensitive=False))
+def demo(prompt, out_type):
+    """The main job end to end on the default model (smollm2-135m)."""
+    from .demo import run
+
+    run(say, click.echo, prompt=prompt, out_type=out_type.upper())
+
+
 def main(argv=None) -> None:
     """Entry point: run the CLI, turn GgtoolErrors into 'Error:/Hint:' lines and exit 1."""
     try:

@@ -32,6 +32,7 @@ BLOCK_NAMES = {
     "self_attn.q_proj.bias": "attn_q.bias",
     "self_attn.k_proj.bias": "attn_k.bias",
     "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.o_proj.bias": "attn_output.bias",
     "self_attn.q_norm.weight": "attn_q_norm.weight",
     "self_attn.k_norm.weight": "attn_k_norm.weight",
     "post_attention_layernorm.weight": "ffn_norm.weight",
@@ -83,6 +84,9 @@ class Family:
         n_head = int(_req(config, "num_attention_heads", a))
         n_head_kv = int(config.get("num_key_value_heads") or n_head)
         head_dim = int(config.get("head_dim") or n_embd // n_head)
+        # transformers v5 moved rope settings into `rope_parameters`
+        rope = config.get("rope_parameters") or {}
+        scaling_from_params = rope if str(rope.get("rope_type", "default")) != "default" else None
         if n_head % n_head_kv:
             raise InputError(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}")
         return HParams(
@@ -94,10 +98,10 @@ class Family:
             head_dim=head_dim,
             n_vocab=int(_req(config, "vocab_size", a)),
             n_ctx=int(config.get("max_position_embeddings") or 2048),
-            rope_theta=float(config.get("rope_theta") or 10000.0),
+            rope_theta=float(config.get("rope_theta") or rope.get("rope_theta") or 10000.0),
             rms_eps=float(config.get("rms_norm_eps") or 1e-6),
             tied=bool(config.get("tie_word_embeddings", False)),
-            rope_scaling=config.get("rope_scaling") or None,
+            rope_scaling=config.get("rope_scaling") or scaling_from_params or None,
         )
 
     def write_hparams(self, w: gguf.GGUFWriter, hp: HParams, config: dict) -> None:
@@ -168,6 +172,7 @@ class Family:
             "attn_q.bias": (q,),
             "attn_k.bias": (kv,),
             "attn_v.bias": (kv,),
+            "attn_output.bias": (hp.n_embd,),
             "attn_q_norm.weight": (hp.head_dim,),
             "attn_k_norm.weight": (hp.head_dim,),
             "ffn_gate.weight": (hp.n_ff, hp.n_embd),

@@ -8,8 +8,9 @@ from .base import Family
 
 LLAMA = Family(
     gguf_arch="llama",
-    # attention_bias=True checkpoints exist (rare); llama.cpp's llama arch loads them
-    optional=frozenset({"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"}),
+    # attention_bias=True (rare) puts biases on q, k, v and o; llama.cpp's llama arch loads them
+    optional=frozenset({"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias",
+                        "self_attn.o_proj.bias"}),
     permute_qk=True,
 )
 

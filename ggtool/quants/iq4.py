@@ -3,14 +3,22 @@
 Both store 4-bit indices into the fixed table KVALUES; x_hat = d * KVALUES[q] (IQ4_NL) or
 d * (ls - 32) * KVALUES[q] with a 6-bit scale ls per 32 values (IQ4_XS).
 
-The search is llama.cpp's (quantize_row_iq4_nl_impl): per 32 values, weights w = x^2, or
-imatrix * sqrt(sigma2 + x^2) with sigma2 = 2 * mean(x^2) over the (super-)block; a first
-scale max/127, then 15 inverse scales (itry - 127) / max for itry in -7..7, each rounded to
-the nearest table value and fitted in closed form (keep the largest sumqx^2 / sumq2).
-On top of that exact reproduction we keep, per block, the lowest of a few candidates under
-the error the tensor is judged by, sum(imatrix * (x - x_hat)^2) (imatrix = 1 without one):
-llama.cpp's own bytes, the same scale with indices re-picked for the fp16-rounded scale, and
-the scale that was best under that error during the search. So we are never worse per block.
+llama.cpp's search (quantize_row_iq4_nl_impl), reproduced exactly: per 32 values, weights
+w = x^2, or imatrix * sqrt(sigma2 + x^2) with sigma2 = 2 * mean(x^2) over the (super-)block;
+a first inverse scale 127/max, then (itry - 127)/max for itry in -7..7 (max = the x of
+largest |x|), each rounded to the nearest table value and fitted in closed form, keeping
+the largest sumqx^2/sumq2. IQ4_XS then quantizes the 8 scales with d = -max_scale/32.
+
+What we add, judged by the error the tensor is measured with, sum(wm * (x - x_hat)^2)
+(wm = imatrix, or 1 without one):
+  * the same trials plus EXTRA_TRIALS (a wider range, and max mapped to the positive end)
+    fitted under wm;
+  * per block a few candidates, keeping the lowest error (ties: the earlier): llama.cpp's
+    own bytes first, its scale with indices re-picked for the fp16-rounded scale, the best
+    wm scale, and that scale refitted once. IQ4_XS: per sub-block the best 6-bit scale of a
+    few, for llama.cpp's super scale and for -max/32 and +max/31 of the wm scales, and a
+    refitted super scale.
+llama.cpp's bytes are always a candidate, so no block is ever worse than llama.cpp's.
 
 Mirrors native/q_iq4.c byte for byte (see base.py for the rules).
 """
@@ -28,7 +36,10 @@ KV = KVALUES.astype(F32)
 # 2 * midpoints between neighbouring table values (exact small integers)
 MID2 = (KV[:-1] + KV[1:]).astype(F32)
 GROUP_MAX_EPS = F32(1e-15)
-NTRY = 7
+# trials k: inverse scale k / max, max = the x of largest |x| (it maps to table value ~k)
+LLAMA_TRIALS = tuple(range(-127 - 7, -127 + 8))                    # llama.cpp's ntry = 7
+EXTRA_TRIALS = (tuple(-127 + i for i in (-30, -24, -18, -12, 12, 18, 24, 30))
+                + tuple(113 + i for i in range(-30, 31, 6)))
 
 
 def best_index(a: np.ndarray) -> np.ndarray:
@@ -52,8 +63,10 @@ def _search(xb: np.ndarray, wl: np.ndarray, wm: np.ndarray):
     """Scale search on (M, 32) blocks.
 
     wl: llama.cpp's weights, wm: the judging weights.
-    Returns (d_llama, d_metric) (M,) float32: llama.cpp's scale and the scale whose rounding
-    gave the best fit under wm among the same trials (0 for blocks below GROUP_MAX_EPS).
+    Returns (d_llama, d_metric) (M,) float32: llama.cpp's scale (its 16 trials under wl), and
+    the least-squares scale under wm of the best of those trials plus EXTRA_TRIALS (which
+    also map the largest |x| to -127 +- 30 or to the positive end 113 +- 30).
+    0 for blocks below GROUP_MAX_EPS.
     """
     M = xb.shape[0]
     imax = np.argmax(np.abs(xb), axis=1)  # first largest |x|, as the strict '>' loop
@@ -61,24 +74,27 @@ def _search(xb: np.ndarray, wl: np.ndarray, wm: np.ndarray):
     zero = np.abs(mx) < GROUP_MAX_EPS
     mx = np.where(zero, F32(1), mx).astype(F32)
 
+    def ls(sumqx, sumq2, ok):
+        return np.where(ok, sumqx / np.where(ok, sumq2, F32(1)), F32(0)).astype(F32)
+
     d0 = (-mx) / F32(KV[0])
     L = best_index(safe_inv(d0)[:, None] * xb)
     sumqx, sumq2 = _fit(xb, wl, L)
-    d = np.where(sumq2 > 0, sumqx / np.where(sumq2 > 0, sumq2, F32(1)), F32(0)).astype(F32)
+    d = ls(sumqx, sumq2, sumq2 > 0)
     best = d * sumqx
     mqx, mq2 = _fit(xb, wm, L)
-    dm = np.where(mq2 > 0, mqx / np.where(mq2 > 0, mq2, F32(1)), F32(0)).astype(F32)
+    dm = ls(mqx, mq2, mq2 > 0)
     bestm = dm * mqx
-    for itry in range(-NTRY, NTRY + 1):
-        inv = F32(itry + int(KVALUES[0])) / mx
-        L = best_index(inv[:, None] * xb)
-        sumqx, sumq2 = _fit(xb, wl, L)
-        upd = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
-        d = np.where(upd, sumqx / np.where(upd, sumq2, F32(1)), d).astype(F32)
-        best = np.where(upd, d * sumqx, best).astype(F32)
+    for k in LLAMA_TRIALS + EXTRA_TRIALS:
+        L = best_index((F32(k) / mx)[:, None] * xb)
+        if k in LLAMA_TRIALS:
+            sumqx, sumq2 = _fit(xb, wl, L)
+            upd = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+            d = np.where(upd, ls(sumqx, sumq2, upd), d)
+            best = np.where(upd, d * sumqx, best).astype(F32)
         mqx, mq2 = _fit(xb, wm, L)
         upd = (mq2 > 0) & (mqx * mqx > bestm * mq2)
-        dm = np.where(upd, mqx / np.where(upd, mq2, F32(1)), dm).astype(F32)
+        dm = np.where(upd, ls(mqx, mq2, upd), dm)
         bestm = np.where(upd, dm * mqx, bestm).astype(F32)
     return np.where(zero, F32(0), d).astype(F32), np.where(zero, F32(0), dm).astype(F32)
 
@@ -86,7 +102,19 @@ def _search(xb: np.ndarray, wl: np.ndarray, wm: np.ndarray):
 def _err(xb, wm, step, L):
     """sum(wm * (x - step*KV[L])^2), sequential; step (M,) is the dequantized scale."""
     e = xb - step[:, None] * KV[L]
-    return seq_sum(wm * e * e)
+    err = seq_sum(wm * e * e)
+    return np.where(np.isnan(err), F32(np.inf), err)  # inf * 0 weight: never chosen
+
+
+def _refit(xb, wm, L, mult=None):
+    """Least-squares scale under wm for fixed indices L (0 where undefined).
+
+    mult: per-value integer multipliers of the table value (IQ4_XS sub-block scales)."""
+    q = KV[L] if mult is None else mult * KV[L]
+    wq = wm * q
+    sumqx, sumq2 = seq_sum(wq * xb), seq_sum(wq * q)
+    ok = sumq2 > 0
+    return np.where(ok, sumqx / np.where(ok, sumq2, F32(1)), F32(0)).astype(F32)
 
 
 def _pick(xb, wm, step):
@@ -135,13 +163,15 @@ class IQ4_NL(QuantType, qtype=T.IQ4_NL):
             L1, e1 = _pick(xb, wm, s0)
             s2 = fp16_round(d_m)
             L2, e2 = _pick(xb, wm, s2)
-        return xb, (s0, L0, e0), (s0, L1, e1), (s2, L2, e2)
+            s3 = fp16_round(_refit(xb, wm, L2))
+            L3, e3 = _pick(xb, wm, s3)
+        return xb, (s0, L0, e0), (s0, L1, e1), (s2, L2, e2), (s3, L3, e3)
 
     @classmethod
     def quantize_rows(cls, x, imatrix=None):
         nrows, n = x.shape
         _, *cands = cls._blocks(x, imatrix)
-        errs = np.stack([c[2] for c in cands])           # (3, M)
+        errs = np.stack([c[2] for c in cands])           # (4, M)
         k = np.argmin(errs, axis=0)                       # first of equal errors
         s = np.choose(k, [c[0] for c in cands]).astype(F32)
         L = np.choose(k[:, None], [c[1] for c in cands]).astype(np.uint8)
@@ -168,57 +198,75 @@ class IQ4_NL(QuantType, qtype=T.IQ4_NL):
         return (d[:, None] * KV[_unpack_nibbles(b[:, 2:])]).reshape(nrows, -1)
 
 
+DELTAS = (-1, 0, 1)  # IQ4_XS: sub-block scales tried around a rounded one
+
+
 class IQ4_XS(QuantType, qtype=T.IQ4_XS):
     uses_imatrix = True
-    SUB_DELTAS = (-1, 0, 1)   # sub-block scale candidates around the rounded one
 
     @classmethod
-    def _super(cls, scales):
-        """llama.cpp's super-block scale d = -max_scale/32 and the 6-bit sub scales l."""
+    def _super(cls, scales, div=-32):
+        """Super-block scale d = max_scale/div (llama.cpp: div = -32) and 6-bit sub scales l."""
         nsb = scales.shape[0]
         imax = np.argmax(np.abs(scales), axis=1)
         max_scale = scales[np.arange(nsb), imax]
-        d = (-max_scale / F32(32)).astype(F32)
-        l = np.clip(nearest_int(safe_inv(d)[:, None] * scales), -32, 31)
-        return d, l
+        d = (max_scale / F32(div)).astype(F32) if div > 0 else (-max_scale / F32(-div)).astype(F32)
+        return d, cls._sub_l(d, scales)
+
+    @staticmethod
+    def _sub_l(d, scales):
+        v = np.clip(safe_inv(d)[:, None] * scales, F32(-40), F32(40))
+        return np.clip(nearest_int(v), -32, 31)
+
+    @classmethod
+    def _choose(cls, flat, wmf, s, opts, bases):
+        """Per sub-block best of `opts` and of l in base + SUB_DELTAS -> (l, L, err, total)."""
+        nsb = s.shape[0]
+        opts = list(opts)
+        for base, deltas in bases:
+            for dl_ in deltas:
+                lc = np.clip(base + dl_, -32, 31)
+                step = (s[:, None] * lc.astype(F32)).reshape(-1)
+                Lc, ec = _pick(flat, wmf, step)
+                opts.append((lc, Lc.reshape(nsb, 8, 32), ec.reshape(nsb, 8)))
+        k = np.argmin(np.stack([o[2] for o in opts]), axis=0)          # (nsb, 8)
+        lsel = np.choose(k, [o[0] for o in opts])
+        Lsel = np.choose(k[..., None], [o[1] for o in opts])
+        esel = np.choose(k, [o[2] for o in opts]).astype(F32)
+        return s, lsel, Lsel, seq_sum(esel)
 
     @classmethod
     def _blocks(cls, x, imatrix):
         nrows, n = x.shape
         x = np.asarray(x, dtype=F32)
         wl, wm = _weights(x, imatrix, 256)
-        xs, wm = x.reshape(-1, 8, 32), wm.reshape(-1, 8, 32)
-        nsb = xs.shape[0]
-        flat = xs.reshape(-1, 32)
+        flat = x.reshape(-1, 32)
         wmf = wm.reshape(-1, 32)
+        nsb = flat.shape[0] // 8
         with np.errstate(all="ignore"):
             d_ll, d_m = _search(flat, wl.reshape(-1, 32), wmf)
             d_ll, d_m = d_ll.reshape(nsb, 8), d_m.reshape(nsb, 8)
-            cands = []
-            for scales in (d_ll, d_m):
-                d, l = cls._super(scales)
-                s = fp16_round(d)
-                opts = []
-                if not cands:  # llama.cpp's own bytes: indices from the unrounded d*l
-                    dl = (d[:, None] * l.astype(F32)).reshape(-1)
-                    L0 = best_index(safe_inv(dl)[:, None] * flat)
-                    step = (s[:, None] * l.astype(F32)).reshape(-1)
-                    opts.append((l, L0.reshape(nsb, 8, 32), _err(flat, wmf, step, L0).reshape(nsb, 8)))
-                ls = [l]
-                if scales is d_ll:
-                    ls.append(np.clip(nearest_int(safe_inv(d)[:, None] * d_m), -32, 31))
-                for base in ls:
-                    for dl_ in cls.SUB_DELTAS:
-                        lc = np.clip(base + dl_, -32, 31)
-                        step = (s[:, None] * lc.astype(F32)).reshape(-1)
-                        Lc, ec = _pick(flat, wmf, step)
-                        opts.append((lc, Lc.reshape(nsb, 8, 32), ec.reshape(nsb, 8)))
-                errs = np.stack([o[2] for o in opts])            # (k, nsb, 8)
-                k = np.argmin(errs, axis=0)
-                lsel = np.choose(k, [o[0] for o in opts])
-                Lsel = np.choose(k[..., None], [o[1] for o in opts])
-                esel = np.choose(k, [o[2] for o in opts]).astype(F32)
-                cands.append((s, lsel, Lsel, seq_sum(esel)))
+            # A: llama.cpp's super scale; its own bytes are option 0 of every sub-block
+            d, l = cls._super(d_ll)
+            s = fp16_round(d)
+            dl = (d[:, None] * l.astype(F32)).reshape(-1)
+            L0 = best_index(safe_inv(dl)[:, None] * flat)
+            step = (s[:, None] * l.astype(F32)).reshape(-1)
+            opt0 = (l, L0.reshape(nsb, 8, 32), _err(flat, wmf, step, L0).reshape(nsb, 8))
+            # A: llama.cpp's d; sub scales: its own, or rounded from the wm scales (+-1)
+            cands = [cls._choose(flat, wmf, s, [opt0], [(l, (0,)), (cls._sub_l(d, d_m), DELTAS)])]
+            # B, C: super scale from the wm scales, largest one at l = -32 or at l = +31
+            for div in (-32, 31):
+                d, l = cls._super(d_m, div)
+                cands.append(cls._choose(flat, wmf, fp16_round(d), [], [(l, DELTAS)]))
+            # D: the best so far with its super scale refitted (least squares under wm)
+            k = np.argmin(np.stack([c[3] for c in cands]), axis=0)
+            lsel = np.choose(k[:, None], [c[1] for c in cands])
+            Lsel = np.choose(k[:, None, None], [c[2] for c in cands])
+            dr = _refit(flat.reshape(nsb, 256), wmf.reshape(nsb, 256),
+                        Lsel.reshape(nsb, 256), (np.repeat(lsel, 32, axis=1)).astype(F32))
+            cands.append(cls._choose(flat, wmf, fp16_round(dr), [],
+                                     [(lsel, (0,)), (cls._sub_l(dr, d_m), DELTAS)]))
         return cands
 
     @classmethod

@@ -41,6 +41,8 @@ def _make_qkx(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
     """make_qkx2_quants / make_qkx3_quants (identical for weights given, use_mad false).
 
     x, w: (S, n) float32 -> scale (S,), the_min (S,) (= -min >= 0), L (S, n) int32.
+    As upstream, an accepted candidate's min replaces the running min, so later candidates
+    are measured from it: the search is sequential.
     """
     S, n = x.shape
     mn = x[:, 0].copy()
@@ -55,52 +57,45 @@ def _make_qkx(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
         sum_x = sum_x + w[:, i] * xi
     mn = _lt_select(mn > 0, F32(0), mn)
     flat = mx == mn
-    rng = (mx - mn).astype(F32)
-    xm = (x - mn[:, None]).astype(F32)                      # (S, n)
     fnmax = F32(nmax)
     with np.errstate(all="ignore"):
-        iscale = fnmax / rng
+        iscale = fnmax / (mx - mn)
         scale = F32(1) / iscale
-        L = np.clip(_nint(iscale[:, None] * xm), 0, nmax)
+        L = np.clip(_nint(iscale[:, None] * (x - mn[:, None])), 0, nmax)
         best = np.zeros(S, F32)
         for i in range(n):
             diff = scale * L[:, i].astype(F32) + mn - x[:, i]
             best = best + w[:, i] * (diff * diff)
-        numer = ((F32(rmin) + F32(rdelta) * np.arange(nstep + 1, dtype=F32)) + fnmax).astype(F32)
-        isc = numer[None, :] / rng[:, None]                  # (S, C)
-        Laux = np.clip(_nint(isc[:, :, None] * xm[:, None, :]), 0, nmax)  # (S, C, n)
-        La = Laux.astype(F32)
-        sum_l = np.zeros(isc.shape, F32)
-        sum_l2 = np.zeros(isc.shape, F32)
-        sum_xl = np.zeros(isc.shape, F32)
-        for i in range(n):
-            wl = w[:, i, None] * La[:, :, i]
-            sum_l = sum_l + wl
-            sum_l2 = sum_l2 + wl * La[:, :, i]
-            sum_xl = sum_xl + wl * x[:, i, None]
-        sw = sum_w[:, None]
-        sx = sum_x[:, None]
-        D = sw * sum_l2 - sum_l * sum_l
-        t_scale = (sw * sum_xl - sx * sum_l) / D
-        t_min = (sum_l2 * sx - sum_l * sum_xl) / D
-        pos = t_min > 0
-        t_min = np.where(pos, F32(0), t_min).astype(F32)
-        t_scale = np.where(pos, sum_xl / sum_l2, t_scale).astype(F32)
-        err = np.zeros(isc.shape, F32)
-        for i in range(n):
-            diff = t_scale * La[:, :, i] + t_min - x[:, i, None]
-            err = err + w[:, i, None] * (diff * diff)
-    mn_out = mn.copy()
-    for c in range(nstep + 1):
-        take = (D[:, c] > 0) & (err[:, c] < best)
-        best = np.where(take, err[:, c], best)
-        scale = np.where(take, t_scale[:, c], scale)
-        mn_out = np.where(take, t_min[:, c], mn_out)
-        L = np.where(take[:, None], Laux[:, c, :], L)
+        for c in range(nstep + 1):
+            isc = ((F32(rmin) + F32(rdelta) * F32(c)) + fnmax) / (mx - mn)
+            La = np.clip(_nint(isc[:, None] * (x - mn[:, None])), 0, nmax)
+            Lf = La.astype(F32)
+            sum_l = np.zeros(S, F32)
+            sum_l2 = np.zeros(S, F32)
+            sum_xl = np.zeros(S, F32)
+            for i in range(n):
+                wl = w[:, i] * Lf[:, i]
+                sum_l = sum_l + wl
+                sum_l2 = sum_l2 + wl * Lf[:, i]
+                sum_xl = sum_xl + wl * x[:, i]
+            D = sum_w * sum_l2 - sum_l * sum_l
+            t_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            t_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            pos = t_min > 0
+            t_min = np.where(pos, F32(0), t_min).astype(F32)
+            t_scale = np.where(pos, sum_xl / sum_l2, t_scale).astype(F32)
+            err = np.zeros(S, F32)
+            for i in range(n):
+                diff = t_scale * Lf[:, i] + t_min - x[:, i]
+                err = err + w[:, i] * (diff * diff)
+            take = (D > 0) & (err < best)
+            best = np.where(take, err, best).astype(F32)
+            scale = np.where(take, t_scale, scale).astype(F32)
+            mn = np.where(take, t_min, mn).astype(F32)
+            L = np.where(take[:, None], La, L)
     scale = np.where(flat, F32(0), scale).astype(F32)
     L = np.where(flat[:, None], 0, L)
-    mn_out = np.where(flat, mn, mn_out).astype(F32)
-    return scale, (-mn_out).astype(F32), L.astype(np.int32)
+    return scale, (-mn).astype(F32), L.astype(np.int32)
 
 
 def _make_qp(x, qw, nmax: int = 63):

@@ -101,8 +101,9 @@ def _make_qkx(x, w, nmax, rmin, rdelta, nstep, use_mad):
         L = np.clip(_nint(iscale[:, None] * xm), 0, nmax)
         best = err(scale, mn, L)
         for step in range(nstep + 1):
-            isc = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / rng
-            La = np.clip(_nint(isc[:, None] * xm), 0, nmax)
+            # as in llama.cpp, a better candidate's min also moves the search range
+            isc = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / (mx - mn)
+            La = np.clip(_nint(isc[:, None] * (x - mn[:, None])), 0, nmax)
             Lf = La.astype(F32)
             sl = sl2 = sxl = None
             for i in range(n):
@@ -332,6 +333,82 @@ def q2_k_llama(x: np.ndarray, imatrix: np.ndarray | None):
     return L, sb, d, dmin
 
 
+# ---------------------------------------------------------------- refinement (ours)
+# After llama.cpp's result: per sub-block, try nearby integer scales (re-rounding the values),
+# then refit the fp16 super-block scale(s) by weighted least squares. Every step keeps a change
+# only if the error sum(w*(x - x_hat)^2), in float64 with x_hat exactly as dequantized, goes
+# strictly down: never worse than llama.cpp. Sums are sequential over 16 values, then over
+# the 16 sub-blocks (the C loop order).
+
+Q2_SEARCH = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)]  # (d sc, d m)
+Q3_SEARCH = (-2, -1, 1, 2)                                                       # d sc
+REFINE_ROUNDS = 2  # sub-block search, scale refit, sub-block search, scale refit
+
+
+def _err16(x, xh, w):
+    """x, xh (nb, 16, 16) float32, w same or None -> (nb, 16) float64 sequential sums."""
+    diff = x.astype(F64) - xh.astype(F64)
+    e = diff * diff if w is None else (w.astype(F64) * diff) * diff
+    return _ssum(e[..., i] for i in range(16))
+
+
+def _inv_or_0(v):
+    with np.errstate(all="ignore"):
+        return np.where(v != 0, F32(1) / v, F32(0)).astype(F32)
+
+
+def _q2_xhat(L, s, m, D, M):
+    dl = D[:, None] * s.astype(F32)
+    ml = M[:, None] * m.astype(F32)
+    return dl[..., None] * L.astype(F32) - ml[..., None], dl, ml
+
+
+def _q2_round(x, s, m, D, M):
+    dl = D[:, None] * s.astype(F32)
+    ml = M[:, None] * m.astype(F32)
+    with np.errstate(all="ignore"):
+        return np.clip(_nint((x + ml[..., None]) * _inv_or_0(dl)[..., None]), 0, 3)
+
+
+def _q2_refine(x, w, L, s, m, D, M):
+    """x (nb,16,16) f32, w like x or None, L (nb,16,16), s/m (nb,16) 0..15, D/M (nb,) fp16 values."""
+    E = _err16(x, _q2_xhat(L, s, m, D, M)[0], w)
+    for rnd in range(REFINE_ROUNDS):
+        s0, m0 = s, m
+        for ds, dm in Q2_SEARCH:
+            s2, m2 = np.clip(s0 + ds, 0, 15), np.clip(m0 + dm, 0, 15)
+            L2 = _q2_round(x, s2, m2, D, M)
+            E2 = _err16(x, _q2_xhat(L2, s2, m2, D, M)[0], w)
+            u = ((s2 != s0) | (m2 != m0)) & (E2 < E)
+            L = np.where(u[..., None], L2, L)
+            s, m, E = np.where(u, s2, s), np.where(u, m2, m), np.where(u, E2, E)
+        # weighted least squares for (D, M) with x_hat = D*a - M*b, a = s*L, b = m
+        a = (s[..., None] * L).astype(F64)
+        b = np.broadcast_to(m[..., None], L.shape).astype(F64)
+        wf = np.ones(x.shape, F64) if w is None else w.astype(F64)
+        xf = x.astype(F64)
+
+        def S(u, v):
+            t = wf * u * v
+            return _ssum(_ssum(t[:, j, i] for i in range(16)) for j in range(16))
+
+        Saa, Sab, Sbb, Sxa, Sxb = S(a, a), S(a, b), S(b, b), S(xf, a), S(xf, b)
+        det = Saa * Sbb - Sab * Sab
+        Mf = M.astype(F64)
+        with np.errstate(all="ignore"):
+            D2 = np.where(det > 0, (Sxa * Sbb - Sab * Sxb) / det,
+                          np.where(Saa > 0, (Sxa + Mf * Sab) / Saa, D.astype(F64)))
+            M2 = np.where(det > 0, (Sab * Sxa - Saa * Sxb) / det, Mf)
+            D2, M2 = fp16_round(D2.astype(F32)), fp16_round(M2.astype(F32))
+        L2 = _q2_round(x, s, m, D2, M2)
+        E2 = _err16(x, _q2_xhat(L2, s, m, D2, M2)[0], w)
+        u = _ssum(E2[:, j] for j in range(16)) < _ssum(E[:, j] for j in range(16))
+        L = np.where(u[:, None, None], L2, L)
+        E = np.where(u[:, None], E2, E)
+        D, M = np.where(u, D2, D), np.where(u, M2, M)
+    return L, s, m, D, M
+
+
 class Q2_K(QuantType, qtype=T.Q2_K):
     uses_imatrix = True
 
@@ -340,6 +417,11 @@ class Q2_K(QuantType, qtype=T.Q2_K):
         nrows, n = x.shape
         L, sb, d, dmin = q2_k_llama(x, imatrix)
         nb = L.shape[0]
+        w = None if imatrix is None else _block_weights(imatrix, nrows, n).reshape(nb, 16, 16)
+        xb = np.asarray(x, dtype=F32).reshape(nb, 16, 16)
+        L, sc, m, d, dmin = _q2_refine(xb, w, L, (sb & 0xF).astype(np.int32),
+                                       (sb >> 4).astype(np.int32), d, dmin)
+        sb = (sc | (m << 4)).astype(np.uint8)
         out = np.empty((nb, 84), dtype=np.uint8)
         out[:, :16] = sb
         out[:, 16:80] = _pack2(L.reshape(nb, QK))
@@ -419,6 +501,48 @@ def q3_k_llama(x: np.ndarray, imatrix: np.ndarray | None):
     return L, ls, d
 
 
+def _q3_xhat(q, s, D):
+    dl = D[:, None] * s.astype(F32)
+    return dl[..., None] * q.astype(F32)
+
+
+def _q3_round(x, s, D):
+    dl = D[:, None] * s.astype(F32)
+    with np.errstate(all="ignore"):
+        return np.clip(_nint(x * _inv_or_0(dl)[..., None]), -4, 3)
+
+
+def _q3_refine(x, w, q, s, D):
+    """x (nb,16,16) f32, w like x or None, q (nb,16,16) -4..3, s (nb,16) -32..31, D (nb,) fp16 value."""
+    E = _err16(x, _q3_xhat(q, s, D), w)
+    for rnd in range(REFINE_ROUNDS):
+        s0 = s
+        for ds in Q3_SEARCH:
+            s2 = np.clip(s0 + ds, -32, 31)
+            q2 = _q3_round(x, s2, D)
+            E2 = _err16(x, _q3_xhat(q2, s2, D), w)
+            u = (s2 != s0) & (E2 < E)
+            q = np.where(u[..., None], q2, q)
+            s, E = np.where(u, s2, s), np.where(u, E2, E)
+        # weighted least squares for D with x_hat = D*a, a = s*q
+        a = (s[..., None] * q).astype(F64)
+        wf = np.ones(x.shape, F64) if w is None else w.astype(F64)
+        t_xa = wf * x.astype(F64) * a
+        t_aa = wf * a * a
+        Sxa = _ssum(_ssum(t_xa[:, j, i] for i in range(16)) for j in range(16))
+        Saa = _ssum(_ssum(t_aa[:, j, i] for i in range(16)) for j in range(16))
+        with np.errstate(all="ignore"):
+            D2 = np.where(Saa > 0, Sxa / Saa, D.astype(F64))
+            D2 = fp16_round(D2.astype(F32))
+        q2 = _q3_round(x, s, D2)
+        E2 = _err16(x, _q3_xhat(q2, s, D2), w)
+        u = _ssum(E2[:, j] for j in range(16)) < _ssum(E[:, j] for j in range(16))
+        q = np.where(u[:, None, None], q2, q)
+        E = np.where(u[:, None], E2, E)
+        D = np.where(u, D2, D)
+    return q, s, D
+
+
 class Q3_K(QuantType, qtype=T.Q3_K):
     uses_imatrix = True
 
@@ -427,6 +551,10 @@ class Q3_K(QuantType, qtype=T.Q3_K):
         nrows, n = x.shape
         L, ls, d = q3_k_llama(x, imatrix)
         nb = L.shape[0]
+        w = None if imatrix is None else _block_weights(imatrix, nrows, n).reshape(nb, 16, 16)
+        xb = np.asarray(x, dtype=F32).reshape(nb, 16, 16)
+        q, sc, d = _q3_refine(xb, w, L - 4, ls - 32, d)
+        L, ls = q + 4, sc + 32
         L = L.reshape(nb, QK)
         hb = (L > 3).astype(np.uint8).reshape(nb, 8, 32)
         hmask = np.zeros((nb, 32), dtype=np.uint8)

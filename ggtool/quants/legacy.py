@@ -26,11 +26,12 @@ FP16_MAX = F32(65504.0)
 GROUP_MAX_EPS = F32(1e-15)
 
 # inverse-scale scans: symmetric iscale = -(nmax + 0.1*is)/max; asymmetric
-# iscale = (nmax + RMIN + RDELTA*is)/(max - min), is = 0..ASYM_STEPS
-SYM_STEPS = tuple(i for i in range(-9, 10) if i != 0)
-SYM_STEPS_FAST = (-4, -2, 2, 4)
-ASYM_RMIN, ASYM_RDELTA = F32(-0.9), F32(0.05)
-ASYM_STEPS, ASYM_STEPS_FAST = 36, 8
+# iscale = (nmax + rmin + rdelta*is)/(max - min), is = 0..nstep
+LLAMA_QX_STEPS = tuple(i for i in range(-9, 10) if i != 0)  # make_qx_quants' own
+SYM_STEPS = LLAMA_QX_STEPS
+SYM_STEPS_FAST = (-6, -3, 3, 6)
+ASYM_SCAN = (F32(-1.0), F32(0.25), 8)  # (rmin, rdelta, nstep); with an imatrix llama.cpp's
+                                       # make_qkx3 scan (-0.9, 0.05, 36) runs as well
 
 
 class Q8_0(QuantType, qtype=T.Q8_0):
@@ -106,7 +107,7 @@ def make_qx_quants(x, nmax, w):
     L = l
     scale = np.where(suml2 != 0, sumlx / np.where(suml2 != 0, suml2, F32(1)), F32(0)).astype(F32)
     best = scale * sumlx
-    for s in SYM_STEPS:
+    for s in LLAMA_QX_STEPS:
         l, sumlx, suml2 = trial(-(F32(0.1) * F32(s) + fn) / mx)
         better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
         if better.any():
@@ -120,16 +121,16 @@ def make_qx_quants(x, nmax, w):
     return scale.astype(F32), L
 
 
-def make_qkx3_quants(x, nmax, w, rmin=ASYM_RMIN, rdelta=ASYM_RDELTA, nstep=ASYM_STEPS):
+def make_qkx3_quants(x, nmax, w, rmin=F32(-0.9), rdelta=F32(0.05), nstep=36):
     """llama.cpp make_qkx3_quants(n, nmax, x, w, ..., use_mad=false) on (nb, n) blocks.
 
     Returns (scale, min, L) with x ~ scale*L + min (min = -the_min, <= 0)."""
     fn = F32(nmax)
-    mn = np.minimum(x.min(axis=1), F32(0))
-    mx = x.max(axis=1)
+    mn = np.minimum(x.min(axis=1), F32(0)) + F32(0)  # + 0: -0.0 -> +0.0, as in C
+    mx = x.max(axis=1) + F32(0)
     sum_w = seq_sum(w)
     sum_x = seq_sum(w * x)
-    flat = mx <= mn
+    flat = (mx <= mn) | (mx - mn < GROUP_MAX_EPS)  # ggtool: also a near-flat block is flat
     rng = np.where(flat, F32(1), mx - mn)
 
     def err(scale, m, l):
@@ -201,7 +202,7 @@ def _sym_scan(x, w, nmax, steps):
     """make_qx-style scan on the metric weights: the least-squares scale of the best trial."""
     fn = F32(nmax)
     mx = _signed_absmax(x)
-    mx = np.where(mx == 0, F32(1), mx)
+    mx = np.where(np.abs(mx) < GROUP_MAX_EPS, F32(1), mx)  # all ~zero: no trial is used
     best_d = np.zeros(x.shape[0], F32)
     best = np.zeros(x.shape[0], F32)
     for s in steps:
@@ -236,19 +237,20 @@ def _asym_fit(x, w, l, sw, sx):
     return d, m, d * sxl + m * sx, ok
 
 
-def _asym_scan(x, w, nmax, nstep):
+def _asym_scan(x, w, nmax, scan):
     """Scan iscale = (nmax + rmin + rdelta*is)/(max - min); keep the best least-squares fit."""
     fn = F32(nmax)
-    mn = x.min(axis=1)
-    mx = x.max(axis=1)
-    rng = np.where(mx > mn, mx - mn, F32(1))
+    mn = x.min(axis=1) + F32(0)
+    mx = x.max(axis=1) + F32(0)
+    rng = np.where(mx - mn >= GROUP_MAX_EPS, mx - mn, F32(1))
     sw = seq_sum(w)
     sx = seq_sum(w * x)
     best_d = (mx - mn) / fn
     best_m = mn
     best = np.full(x.shape[0], -np.inf, F32)
+    rmin, rdelta, nstep = scan
     for s in range(nstep + 1):
-        iscale = ((ASYM_RMIN + ASYM_RDELTA * F32(s)) + fn) / rng
+        iscale = ((rmin + rdelta * F32(s)) + fn) / rng
         l = np.clip(np.rint(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(F32)
         d, m, gain, ok = _asym_fit(x, w, l, sw, sx)
         better = ok & (gain > best)
@@ -285,19 +287,18 @@ def _quantize_asym(x, imatrix, nmax):
     """(nrows, n) -> d16, m16 (nb,), q (nb, 32) uint8 in 0..nmax."""
     nrows, n = x.shape
     xb = x.reshape(-1, QK)
-    mn = xb.min(axis=1)
+    mn = xb.min(axis=1) + F32(0)
+    mx = xb.max(axis=1) + F32(0)
     if imatrix is None:
         w = np.ones_like(xb)
-        first_d, first_m = (xb.max(axis=1) - mn) / F32(nmax), mn   # llama.cpp reference
-        nstep = ASYM_STEPS_FAST
+        first_d, first_m = (mx - mn) / F32(nmax), mn   # llama.cpp reference
     else:
         w = np.broadcast_to(imatrix.reshape(-1, QK), (nrows, n // QK, QK)).reshape(-1, QK)
         first_d, first_m, _ = make_qkx3_quants(xb, nmax, _row_weights(x, imatrix))
-        nstep = ASYM_STEPS
     best = _asym_eval(xb, w, first_d, first_m, nmax)
     if imatrix is not None:
-        best = _keep(best, _asym_eval(xb, w, (xb.max(axis=1) - mn) / F32(nmax), mn, nmax))
-    d, m, sw, sx = _asym_scan(xb, w, nmax, nstep)
+        best = _keep(best, _asym_eval(xb, w, (mx - mn) / F32(nmax), mn, nmax))
+    d, m, sw, sx = _asym_scan(xb, w, nmax, ASYM_SCAN)
     best = _keep(best, _asym_eval(xb, w, d, m, nmax))
     d, m, _, ok = _asym_fit(xb, w, best[2], sw, sx)
     best = _keep(best, _asym_eval(xb, w, np.where(ok, d, best[0]), np.where(ok, m, best[1]), nmax))
@@ -436,9 +437,7 @@ def llama_rows(qtype, x, imatrix=None):
         else:
             d, m, q = make_qkx3_quants(xb, nmax, _row_weights(x, imatrix))
             q = q.astype(np.uint8)
-    parts = [fp16_bytes(d)]
-    if m is not None:
-        parts.append(fp16_bytes(m))
+        parts = [fp16_bytes(d)] + ([fp16_bytes(m)] if m is not None else [])
     if nmax >= 16:
         parts.append(_pack_qh(q))
     parts.append(_pack_nibbles(q))

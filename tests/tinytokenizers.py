@@ -1,0 +1,117 @@
+"""Small real tokenizers, trained in well under a second on Alice in Wonderland.
+
+`make_tokenizer(kind, out_dir)` writes the tokenizer files of a Hugging Face checkpoint
+(tokenizer.json or tokenizer.model, tokenizer_config.json with a ChatML template) and returns
+the vocab size (highest token id + 1). Each kind copies the tokenizer structure of a real model
+family, so that llama.cpp's pre-tokenizer of that name splits text exactly like it:
+
+  gpt2    ByteLevel BPE (GPT-2 regex)                          -> pre "gpt-2"
+  llama3  Split(Llama-3 regex) + ByteLevel, ignore_merges, BOS -> pre "llama-bpe"
+  qwen2   NFC + Split(Qwen2 regex) + ByteLevel                 -> pre "qwen2"
+  smollm  Digits(individual) + ByteLevel                       -> pre "smollm"
+  spm     SentencePiece BPE, byte fallback, Llama-2 style      -> tokenizer.model, "llama"
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+KINDS = ("gpt2", "llama3", "qwen2", "smollm", "spm")
+VOCAB = 1000
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
+    " + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% endif %}"
+)
+# Non-special added tokens (USER_DEFINED in GGUF): matched anywhere in text, never split.
+USER_TOKENS = ["<think>", "</think>"]
+
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
+
+
+def corpus_lines() -> list[str]:
+    text = (DATA / "alice29.txt").read_text(encoding="utf-8", errors="replace")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def make_tokenizer(kind: str, out_dir: Path, vocab_size: int = VOCAB) -> int:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if kind == "spm":
+        return _make_spm(out_dir, vocab_size)
+    if kind not in KINDS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; choose from {KINDS}")
+    return _make_bpe(kind, out_dir, vocab_size)
+
+
+def _make_bpe(kind: str, out_dir: Path, vocab_size: int) -> int:
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import processors, trainers
+
+    bos = "<|begin_of_text|>" if kind == "llama3" else None
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + ([bos] if bos else [])
+    tok = Tokenizer(models.BPE(ignore_merges=(kind == "llama3")))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=kind in ("gpt2", "smollm"))
+    if kind == "gpt2":
+        tok.pre_tokenizer = byte_level
+    elif kind == "smollm":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        regex = LLAMA3_REGEX if kind == "llama3" else QWEN2_REGEX
+        split = pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False)
+        tok.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level])
+    if kind == "qwen2":
+        tok.normalizer = normalizers.NFC()
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus_lines(), trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in USER_TOKENS])
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.save(str(out_dir / "tokenizer.json"))
+    cfg = {
+        "bos_token": bos, "eos_token": "<|im_end|>", "unk_token": None, "pad_token": "<|endoftext|>",
+        "add_bos_token": bool(bos), "add_eos_token": False, "chat_template": CHATML,
+        "model_max_length": 2048, "tokenizer_class": "PreTrainedTokenizerFast",
+    }
+    _write_json(out_dir / "tokenizer_config.json", cfg)
+    return tok.get_vocab_size(with_added_tokens=True)
+
+
+def _make_spm(out_dir: Path, vocab_size: int) -> int:
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    # Llama-2's tokenizer.model settings: identity normalization, whitespace kept as is,
+    # digits split, byte fallback; <s> </s> <unk> at 1 2 0.
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus_lines()), model_writer=model, model_type="bpe",
+        vocab_size=vocab_size, character_coverage=1.0, byte_fallback=True, split_digits=True,
+        allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        control_symbols=["<|im_start|>", "<|im_end|>"], user_defined_symbols=USER_TOKENS,
+        num_threads=1, minloglevel=2,
+    )
+    (out_dir / "tokenizer.model").write_bytes(model.getvalue())
+    cfg = {
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None,
+        "add_bos_token": True, "add_eos_token": False, "chat_template": CHATML,
+        "model_max_length": 2048, "tokenizer_class": "LlamaTokenizer", "legacy": True,
+    }
+    _write_json(out_dir / "tokenizer_config.json", cfg)
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    return sp.vocab_size()
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
