@@ -72,7 +72,7 @@ def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                disable=not enabled, dynamic_ncols=True, leave=False)
+                disable=None if enabled else True, dynamic_ncols=True, leave=False)  # None: only on a TTY
 
 
 def convert(src_path, out_path, mix: str = "F16", *, threads: int | None = None,

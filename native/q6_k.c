@@ -5,6 +5,12 @@
  * neighbouring int8 scales are tried and the lowest error sum(w*(x - x_hat)^2) kept. */
 #include "ggq.h"
 
+/* Let GCC vectorize the clamp selects: FP exception flags are never inspected here, and
+ * values are unaffected (IEEE results do not depend on trapping assumptions). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 #define QK_K 256
 #define GROUP_MAX_EPS 1e-15f
 
@@ -19,8 +25,22 @@ static inline float f16_round_clamped(float v, uint16_t *bits) {
     return ggq_fp16_to_fp32(*bits);
 }
 
-/* llama.cpp make_qx_quants(16, 32, x, L, rmse_type=1, w); L in 0..63 */
-static float make_qx_16(const float *x, const float *w, uint8_t *L) {
+/* round half to even as a float (|v| <= 2^22), == np.rint == llama.cpp nearest_int */
+static inline float rint_f(float v) { return (v + 12582912.0f) - 12582912.0f; }
+static inline float clampf(float v, float lo, float hi) {
+    v = v > lo ? v : lo;
+    return v < hi ? v : hi;
+}
+
+/* 8 interleaved lanes, combined pairwise (numpy: legacy._lane_sum) */
+static inline float lane_sum16(const float *restrict e) {
+    float a[8];
+    for (int k = 0; k < 8; k++) a[k] = (0.0f + e[k]) + e[k + 8];
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/* llama.cpp make_qx_quants(16, 32, x, L, rmse_type=1, w) (sequential sums); L in 0..63 */
+static float make_qx_16(const float *restrict x, const float *restrict w, uint8_t *restrict L) {
     float amax = fabsf(x[0]), max = x[0];
     for (int i = 1; i < 16; i++) {
         float ax = fabsf(x[i]);
@@ -30,65 +50,53 @@ static float make_qx_16(const float *x, const float *w, uint8_t *L) {
         memset(L, 0, 16);
         return 0.0f;
     }
-    float iscale = -32.0f / max;
-    float sumlx = 0.0f, suml2 = 0.0f;
-    for (int i = 0; i < 16; i++) {
-        int l = ggq_nearest_int(iscale * x[i]);
-        l = l < -32 ? -32 : (l > 31 ? 31 : l);
-        L[i] = (uint8_t)(l + 32);
-        float fl = (float)l;
-        sumlx += (w[i] * x[i]) * fl;
-        suml2 += (w[i] * fl) * fl;
-    }
-    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; is++) {
+    float wx[16], l[16];
+    for (int i = 0; i < 16; i++) wx[i] = w[i] * x[i];
+    float scale = 0.0f, best = 0.0f;
+    for (int is = -10; is <= 9; is++) {  /* is = -10: the first trial, iscale = -32/max */
         if (is == 0) continue;
-        iscale = -(0.1f * (float)is + 32.0f) / max;
-        int8_t lt[16];
-        sumlx = suml2 = 0.0f;
+        const float iscale = is == -10 ? -32.0f / max : -(0.1f * (float)is + 32.0f) / max;
+        for (int i = 0; i < 16; i++) l[i] = clampf(rint_f(iscale * x[i]), -32.0f, 31.0f);
+        float sumlx = 0.0f, suml2 = 0.0f;
         for (int i = 0; i < 16; i++) {
-            int l = ggq_nearest_int(iscale * x[i]);
-            l = l < -32 ? -32 : (l > 31 ? 31 : l);
-            lt[i] = (int8_t)l;
-            float fl = (float)l;
-            sumlx += (w[i] * x[i]) * fl;
-            suml2 += (w[i] * fl) * fl;
+            sumlx += wx[i] * l[i];
+            suml2 += (w[i] * l[i]) * l[i];
         }
-        if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < 16; i++) L[i] = (uint8_t)(lt[i] + 32);
+        if (is == -10) {
+            scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+            best = scale * sumlx;
+        } else if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
             scale = sumlx / suml2;
             best = scale * sumlx;
+        } else {
+            continue;
         }
+        for (int i = 0; i < 16; i++) L[i] = (uint8_t)(int)(l[i] + 32.0f);
     }
     return scale;
 }
 
 /* levels for sub-block scale dsub (fallback Lqx when dsub == 0); returns the error */
-static float eval_sub(const float *x, const float *wm, float dsub, const uint8_t *Lqx, uint8_t *L) {
-    float err = 0.0f;
+static float eval_sub(const float *restrict x, const float *restrict wm, float dsub, const uint8_t *restrict Lqx, float *restrict l) {
+    float e[16];
     if (dsub != 0.0f) {
         for (int i = 0; i < 16; i++) {
-            float v = x[i] / dsub;
-            v = v < -32.0f ? -32.0f : (v > 31.0f ? 31.0f : v);
-            int l = ggq_nearest_int(v);
-            L[i] = (uint8_t)(l + 32);
-            float diff = x[i] - dsub * (float)l;
-            err += wm[i] * (diff * diff);
+            l[i] = rint_f(clampf(x[i] / dsub, -32.0f, 31.0f));
+            const float diff = x[i] - dsub * l[i];
+            e[i] = wm[i] * (diff * diff);
         }
     } else {
         for (int i = 0; i < 16; i++) {
-            L[i] = Lqx[i];
-            float diff = x[i] - 0.0f;
-            err += wm[i] * (diff * diff);
+            l[i] = (float)Lqx[i] - 32.0f;
+            e[i] = wm[i] * (x[i] * x[i]);
         }
     }
-    return err;
+    return lane_sum16(e);
 }
 
-static void quantize_block(const float *x, const float *qw, uint8_t *y) {
+static void quantize_block(const float *restrict x, const float *restrict qw, uint8_t *restrict y) {
     static const float ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-    uint8_t Lqx[QK_K], L[QK_K], Lt[16];
+    uint8_t Lqx[QK_K], L[QK_K];
     float scales[16], w2[16];
 
     for (int ib = 0; ib < 16; ib++) {
@@ -121,17 +129,19 @@ static void quantize_block(const float *x, const float *qw, uint8_t *y) {
         int s0 = ggq_nearest_int(iscale * scales[ib]);
         if (s0 > 127) s0 = 127;
         int best_s = s0;
-        float best = eval_sub(xs, wm, d16 * (float)s0, Lqx + 16 * ib, L + 16 * ib);
+        float lb[16], lt[16];
+        float best = eval_sub(xs, wm, d16 * (float)s0, Lqx + 16 * ib, lb);
         for (int t = 0; t < N_TWEAKS; t++) {
             int c = s0 + scale_tweaks[t];
             c = c < -128 ? -128 : (c > 127 ? 127 : c);
-            float e = eval_sub(xs, wm, d16 * (float)c, Lqx + 16 * ib, Lt);
+            float e = eval_sub(xs, wm, d16 * (float)c, Lqx + 16 * ib, lt);
             if (e < best) {
                 best = e;
                 best_s = c;
-                memcpy(L + 16 * ib, Lt, 16);
+                memcpy(lb, lt, sizeof lb);
             }
         }
+        for (int i = 0; i < 16; i++) L[16 * ib + i] = (uint8_t)(int)(lb[i] + 32.0f);
         sc[ib] = (int8_t)best_s;
     }
 

@@ -250,6 +250,106 @@ static void q2_requant(const float *x, uint8_t *L, const uint8_t *sb, float d, f
     }
 }
 
+/* ------------------------------------------------------------ refinement (ours)
+ * Per sub-block, try nearby integer scales (re-rounding the values), then refit the fp16
+ * super-block scale(s) by weighted least squares; keep a change only if the float64 error
+ * sum(w*(x - x_hat)^2), x_hat exactly as dequantized, goes strictly down. */
+
+#ifndef REFINE_ROUNDS
+#define REFINE_ROUNDS 2
+#endif
+
+static inline float inv_or_0(float v) { return v != 0 ? 1.f / v : 0.f; }
+
+/* error of one Q2_K sub-block (16 values) */
+static double q2_err16(const float *x, const float *w, const uint8_t *L, float dl, float ml) {
+    double e = 0;
+    for (int i = 0; i < 16; i++) {
+        float xh = dl * L[i] - ml;
+        double diff = (double)x[i] - (double)xh;
+        e += w ? (double)w[i] * diff * diff : diff * diff;
+    }
+    return e;
+}
+
+static void q2_round16(const float *x, uint8_t *L, float dl, float ml) {
+    const float idl = inv_or_0(dl);
+    for (int i = 0; i < 16; i++) L[i] = (uint8_t)imax(0, imin(3, ggq_nearest_int((x[i] + ml) * idl)));
+}
+
+/* L (256), sc and m (16 each, 0..15), d and dmin (fp16 values) in *pd, *pm;
+ * w = importance (256) or NULL */
+static void q2_refine(const float *x, const float *w, uint8_t *L, int *sc, int *m, float *pd, float *pm) {
+    double E[16], E2[16];
+    uint8_t L2[QK];
+    float D = *pd, M = *pm;
+    for (int j = 0; j < 16; j++)
+        E[j] = q2_err16(x + 16 * j, w ? w + 16 * j : NULL, L + 16 * j, D * sc[j], M * m[j]);
+    for (int rnd = 0; rnd < REFINE_ROUNDS; rnd++) {
+        for (int j = 0; j < 16; j++) {
+            const float *xj = x + 16 * j;
+            const float *wj = w ? w + 16 * j : NULL;
+            const int s0 = sc[j], m0 = m[j];
+            uint8_t Lc[16];
+            for (int a = -1; a <= 1; a++) {
+                for (int b = -1; b <= 1; b++) {
+                    int s2 = imax(0, imin(15, s0 + a)), m2 = imax(0, imin(15, m0 + b));
+                    if (s2 == s0 && m2 == m0) continue;
+                    float dl = D * s2, ml = M * m2;
+                    q2_round16(xj, Lc, dl, ml);
+                    double e = q2_err16(xj, wj, Lc, dl, ml);
+                    if (e < E[j]) {
+                        E[j] = e; sc[j] = s2; m[j] = m2;
+                        memcpy(L + 16 * j, Lc, 16);
+                    }
+                }
+            }
+        }
+        /* weighted least squares for (D, M), x_hat = D*a - M*b, a = sc*L, b = m */
+        double Saa = 0, Sab = 0, Sbb = 0, Sxa = 0, Sxb = 0;
+        for (int j = 0; j < 16; j++) {
+            double saa = 0, sab = 0, sbb = 0, sxa = 0, sxb = 0;
+            const double bj = (double)m[j];
+            for (int i = 0; i < 16; i++) {
+                const double wi = w ? (double)w[16 * j + i] : 1.0;
+                const double a = (double)(sc[j] * L[16 * j + i]);
+                const double xi = (double)x[16 * j + i];
+                saa += wi * a * a;
+                sab += wi * a * bj;
+                sbb += wi * bj * bj;
+                sxa += wi * xi * a;
+                sxb += wi * xi * bj;
+            }
+            Saa += saa; Sab += sab; Sbb += sbb; Sxa += sxa; Sxb += sxb;
+        }
+        const double det = Saa * Sbb - Sab * Sab;
+        double D2, M2;
+        if (det > 0) {
+            D2 = (Sxa * Sbb - Sab * Sxb) / det;
+            M2 = (Sab * Sxa - Saa * Sxb) / det;
+        } else {
+            D2 = Saa > 0 ? (Sxa + (double)M * Sab) / Saa : (double)D;
+            M2 = (double)M;
+        }
+        const float Dn = ggq_fp16_to_fp32(ggq_fp32_to_fp16((float)D2));
+        const float Mn = ggq_fp16_to_fp32(ggq_fp32_to_fp16((float)M2));
+        double tot = 0, tot2 = 0;
+        for (int j = 0; j < 16; j++) {
+            const float dl = Dn * sc[j], ml = Mn * m[j];
+            q2_round16(x + 16 * j, L2 + 16 * j, dl, ml);
+            E2[j] = q2_err16(x + 16 * j, w ? w + 16 * j : NULL, L2 + 16 * j, dl, ml);
+            tot += E[j];
+            tot2 += E2[j];
+        }
+        if (tot2 < tot) {
+            memcpy(L, L2, QK);
+            memcpy(E, E2, sizeof E);
+            D = Dn; M = Mn;
+        }
+    }
+    *pd = D; *pm = M;
+}
+
 /* llama.cpp's Q2_K for one block: L (256), scale bytes (16), d and dmin as fp16 values. */
 static void q2_llama(const float *x, const float *qw, uint8_t *L, uint8_t *sb, float *pd, float *pm) {
     float scales[16], mins[16], weight[16];
@@ -308,7 +408,11 @@ int ggq_quantize_q2_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_r
             const float *qw = imatrix ? imatrix + b * QK : NULL;
             uint8_t *yb = y + (r * nbr + b) * 84;
             float d, dmin;
+            int sc[16], m[16];
             q2_llama(xb, qw, L, yb, &d, &dmin);
+            for (int j = 0; j < 16; j++) { sc[j] = yb[j] & 0xF; m[j] = yb[j] >> 4; }
+            q2_refine(xb, qw, L, sc, m, &d, &dmin);
+            for (int j = 0; j < 16; j++) yb[j] = (uint8_t)(sc[j] | (m[j] << 4));
             pack2(L, yb + 16);
             ggq_store_fp16(yb + 80, d);
             ggq_store_fp16(yb + 82, dmin);
@@ -328,6 +432,77 @@ static void q3_requant(const float *x, int8_t *L, const int *sc, float d) {
             L[16 * j + i] = (int8_t)(imax(-4, imin(3, l)) + 4);
         }
     }
+}
+
+static double q3_err16(const float *x, const float *w, const int8_t *q, float dl) {
+    double e = 0;
+    for (int i = 0; i < 16; i++) {
+        float xh = dl * q[i];
+        double diff = (double)x[i] - (double)xh;
+        e += w ? (double)w[i] * diff * diff : diff * diff;
+    }
+    return e;
+}
+
+static void q3_round16(const float *x, int8_t *q, float dl) {
+    const float idl = inv_or_0(dl);
+    for (int i = 0; i < 16; i++) q[i] = (int8_t)imax(-4, imin(3, ggq_nearest_int(x[i] * idl)));
+}
+
+/* q (256, -4..3), sc (16, -32..31), *pd fp16 value; w = importance (256) or NULL */
+static void q3_refine(const float *x, const float *w, int8_t *q, int *sc, float *pd) {
+    static const int search[4] = {-2, -1, 1, 2};
+    double E[16], E2[16];
+    int8_t q2[QK];
+    float D = *pd;
+    for (int j = 0; j < 16; j++) E[j] = q3_err16(x + 16 * j, w ? w + 16 * j : NULL, q + 16 * j, D * sc[j]);
+    for (int rnd = 0; rnd < REFINE_ROUNDS; rnd++) {
+        for (int j = 0; j < 16; j++) {
+            const float *xj = x + 16 * j;
+            const float *wj = w ? w + 16 * j : NULL;
+            const int s0 = sc[j];
+            int8_t qc[16];
+            for (int k = 0; k < 4; k++) {
+                int s2 = imax(-32, imin(31, s0 + search[k]));
+                if (s2 == s0) continue;
+                float dl = D * s2;
+                q3_round16(xj, qc, dl);
+                double e = q3_err16(xj, wj, qc, dl);
+                if (e < E[j]) {
+                    E[j] = e; sc[j] = s2;
+                    memcpy(q + 16 * j, qc, 16);
+                }
+            }
+        }
+        /* weighted least squares for D, x_hat = D*a, a = sc*q */
+        double Sxa = 0, Saa = 0;
+        for (int j = 0; j < 16; j++) {
+            double sxa = 0, saa = 0;
+            for (int i = 0; i < 16; i++) {
+                const double wi = w ? (double)w[16 * j + i] : 1.0;
+                const double a = (double)(sc[j] * q[16 * j + i]);
+                sxa += wi * (double)x[16 * j + i] * a;
+                saa += wi * a * a;
+            }
+            Sxa += sxa; Saa += saa;
+        }
+        const double D2 = Saa > 0 ? Sxa / Saa : (double)D;
+        const float Dn = ggq_fp16_to_fp32(ggq_fp32_to_fp16((float)D2));
+        double tot = 0, tot2 = 0;
+        for (int j = 0; j < 16; j++) {
+            const float dl = Dn * sc[j];
+            q3_round16(x + 16 * j, q2 + 16 * j, dl);
+            E2[j] = q3_err16(x + 16 * j, w ? w + 16 * j : NULL, q2 + 16 * j, dl);
+            tot += E[j];
+            tot2 += E2[j];
+        }
+        if (tot2 < tot) {
+            memcpy(q, q2, QK);
+            memcpy(E, E2, sizeof E);
+            D = Dn;
+        }
+    }
+    *pd = D;
 }
 
 /* llama.cpp's Q3_K for one block: L (256, q+4), stored 6-bit scales ls (16), d as fp16 value. */
@@ -386,7 +561,13 @@ int ggq_quantize_q3_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_r
             const float *qw = imatrix ? imatrix + b * QK : NULL;
             uint8_t *yb = y + (r * nbr + b) * 110;
             float d;
+            int sc[16];
             q3_llama(xb, qw, L, ls, &d);
+            for (int j = 0; j < 16; j++) sc[j] = ls[j] - 32;
+            for (int j = 0; j < QK; j++) L[j] = (int8_t)(L[j] - 4);
+            q3_refine(xb, qw, L, sc, &d);
+            for (int j = 0; j < 16; j++) ls[j] = sc[j] + 32;
+            for (int j = 0; j < QK; j++) L[j] = (int8_t)(L[j] + 4);
             uint8_t *hmask = yb, *qs = yb + 32, *scb = yb + 96;
             memset(hmask, 0, 32);
             for (int j = 0; j < QK; j++) {

@@ -2,14 +2,24 @@
  * Mirrors ggtool/quants/legacy.py byte for byte (see that module for the algorithm):
  * per block, candidates (llama.cpp's own scale/min first, then a scan with least-squares
  * refits) are evaluated on the stored fp16 values with quants re-rounded to the nearest
- * level, and the lowest error sum(w*(x - x_hat)^2) (w = imatrix or 1) is kept. */
+ * level, and the lowest error sum(w*(x - x_hat)^2) (w = imatrix or 1) is kept.
+ *
+ * Sums: llama.cpp's own routines (make_qx_quants, make_qkx3_quants, the row sigma2) add
+ * sequentially as llama.cpp does; our own sums use 8 interleaved lanes (lane_sum, numpy
+ * legacy._lane_sum) so that the compiler can vectorize them. */
 #include <stdlib.h>
 #include "ggq.h"
+
+/* Let GCC vectorize the clamp selects: FP exception flags are never inspected here, and
+ * values are unaffected (IEEE results do not depend on trapping assumptions). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 
 #define QK 32
 #define GROUP_MAX_EPS 1e-15f
 
-/* must match legacy.py SYM_STEPS / SYM_STEPS_FAST / ASYM_SCAN(_FAST) */
+/* must match legacy.py SYM_STEPS_FAST / ASYM_SCAN */
 static const int sym_steps_fast[] = {-6, -3, 3, 6};
 #define N_SYM_FAST 4
 #define ASYM_RMIN (-1.0f)
@@ -26,11 +36,28 @@ static inline float f16c(float v, uint16_t *bits) {
     return ggq_fp16_to_fp32(*bits);
 }
 
-static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
-static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+/* round half to even as a float (|v| <= 2^22), == np.rint == llama.cpp nearest_int */
+static inline float rint_f(float v) { return (v + 12582912.0f) - 12582912.0f; }
+static inline float clampf(float v, float lo, float hi) {
+    v = v > lo ? v : lo;
+    return v < hi ? v : hi;
+}
+
+/* Our sums run in 8 interleaved lanes a[k] += e[8j + k], combined pairwise at the end
+ * (numpy: legacy._lane_sum); loops are written as j/k nests so they vectorize. */
+static inline float lanes(const float *restrict a) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+static inline float lane_sum32(const float *restrict e) {
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int j = 0; j < QK; j += 8)
+        for (int k = 0; k < 8; k++) a[k] += e[j + k];
+    return lanes(a);
+}
 
 /* value of the first element with the largest |x| (numpy argmax semantics) */
-static inline float signed_absmax(const float *x) {
+static inline float signed_absmax(const float *restrict x) {
     float amax = fabsf(x[0]), max = x[0];
     for (int i = 1; i < QK; i++) {
         float a = fabsf(x[i]);
@@ -40,7 +67,8 @@ static inline float signed_absmax(const float *x) {
 }
 
 /* sigma2 = mean x^2 of the row; w = imatrix * sqrt(sigma2 + x^2) (llama.cpp legacy weights) */
-static void row_weights(const float *x, const float *im, int64_t n, float *w) {
+static void row_weights(const float *restrict x, const float *restrict im, int64_t n,
+                        float *restrict w) {
     float s = 0.0f;
     for (int64_t j = 0; j < n; j++) s += x[j] * x[j];
     const float sigma2 = s / (float)n;
@@ -49,58 +77,76 @@ static void row_weights(const float *x, const float *im, int64_t n, float *w) {
 
 /* ------------------------------------------------------------------ symmetric (Q4_0, Q5_0) */
 
-typedef struct { float d16; uint16_t bits; float err; int8_t l[QK]; } sym_cand;
+typedef struct { float d16; uint16_t bits; float err; float l[QK]; } sym_cand;
 
-static void sym_eval(const float *x, const float *w, float d, int nmax, sym_cand *c) {
-    c->d16 = f16c(d, &c->bits);
-    float err = 0.0f;
-    if (c->d16 != 0.0f) {
+static void sym_eval(const float *restrict x, const float *restrict w, float d, int nmax,
+                     sym_cand *restrict c) {
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const float d16 = f16c(d, &c->bits);
+    c->d16 = d16;
+    if (d16 != 0.0f) {
         const float lo = (float)-nmax, hi = (float)(nmax - 1);
-        for (int i = 0; i < QK; i++) {
-            int l = ggq_nearest_int(clampf(x[i] / c->d16, lo, hi));
-            c->l[i] = (int8_t)l;
-            float diff = x[i] - c->d16 * (float)l;
-            err += w[i] * (diff * diff);
+        for (int j = 0; j < QK; j += 8) {
+            for (int k = 0; k < 8; k++) {
+                const float l = rint_f(clampf(x[j + k] / d16, lo, hi));
+                const float diff = x[j + k] - d16 * l;
+                c->l[j + k] = l;
+                a[k] += w[j + k] * (diff * diff);
+            }
         }
     } else {
-        for (int i = 0; i < QK; i++) {
-            c->l[i] = 0;
-            float diff = x[i] - c->d16 * 0.0f;
-            err += w[i] * (diff * diff);
+        for (int j = 0; j < QK; j += 8) {
+            for (int k = 0; k < 8; k++) {
+                c->l[j + k] = 0.0f;
+                a[k] += w[j + k] * (x[j + k] * x[j + k]);
+            }
         }
     }
-    c->err = err;
+    c->err = lanes(a);
 }
 
-static inline void keep_sym(sym_cand *best, const sym_cand *c) {
+static inline void keep_sym(sym_cand *restrict best, const sym_cand *restrict c) {
     if (c->err < best->err) *best = *c;
 }
 
+/* trial levels clamp(rint(iscale*x)) and the lane sums of w*x*l, w*l*l */
+static inline void sym_trial(const float *restrict x, const float *restrict w, float iscale,
+                             float lo, float hi, float *restrict sa, float *restrict sb) {
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int j = 0; j < QK; j += 8) {
+        for (int k = 0; k < 8; k++) {
+            const float l = clampf(rint_f(iscale * x[j + k]), lo, hi);
+            a[k] += (w[j + k] * x[j + k]) * l;
+            b[k] += (w[j + k] * l) * l;
+        }
+    }
+    *sa = lanes(a);
+    *sb = lanes(b);
+}
+
 /* One block. wl = llama.cpp's weights (imatrix path) or NULL (reference path). */
-static void quantize_sym_block(const float *x, const float *w, const float *wl, int nmax,
-                               uint16_t *dbits, uint8_t *q) {
-    const float fn = (float)nmax;
+static void quantize_sym_block(const float *restrict x, const float *restrict w,
+                               const float *restrict wl, int nmax, uint16_t *dbits,
+                               uint8_t *restrict q) {
+    const float fn = (float)nmax, lo = -fn, hi = fn - 1.0f;
     const float mx = signed_absmax(x);
+    const int zero = fabsf(mx) < GROUP_MAX_EPS;
+    float l[QK];
+    float scan_d = 0.0f, scan_best = 0.0f;
     sym_cand best, cand;
 
-    /* scan trials; with an imatrix llama.cpp's make_qx_quants runs on the same trials */
-    const float smx = fabsf(mx) < GROUP_MAX_EPS ? 1.0f : mx;
-    float scan_d = 0.0f, scan_best = 0.0f;
-    float llama_scale = 0.0f;
     if (wl) {
-        /* make_qx_quants(32, nmax, x, L, 1, wl): first trial iscale = -nmax/max */
-        const int zero = fabsf(mx) < GROUP_MAX_EPS;
-        float lbest = 0.0f;
-        for (int is = -10; is <= 9 && !zero; is++) {  /* -10 = make_qx's first trial */
-            const float iscale = is == -10 ? -fn / mx : -(0.1f * (float)is + fn) / mx;
+        /* llama.cpp make_qx_quants(32, nmax, x, L, 1, wl) (sequential sums); our scan of
+         * the same trials on the metric weights rides along */
+        float llama_scale = 0.0f, lbest = 0.0f;
+        for (int is = -10; is <= 9 && !zero; is++) {  /* is = -10: make_qx's first trial */
             if (is == 0) continue;
-            float a = 0.0f, b = 0.0f, sa = 0.0f, sb = 0.0f;
+            const float iscale = is == -10 ? -fn / mx : -(0.1f * (float)is + fn) / mx;
+            for (int i = 0; i < QK; i++) l[i] = clampf(rint_f(iscale * x[i]), lo, hi);
+            float a = 0.0f, b = 0.0f;
             for (int i = 0; i < QK; i++) {
-                float l = (float)clampi(ggq_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-                a += (wl[i] * x[i]) * l;
-                b += (wl[i] * l) * l;
-                sa += (w[i] * x[i]) * l;
-                sb += (w[i] * l) * l;
+                a += (wl[i] * x[i]) * l[i];
+                b += (wl[i] * l[i]) * l[i];
             }
             if (is == -10) {
                 llama_scale = b != 0.0f ? a / b : 0.0f;
@@ -111,6 +157,14 @@ static void quantize_sym_block(const float *x, const float *w, const float *wl, 
                 llama_scale = a / b;
                 lbest = llama_scale * a;
             }
+            float ea[8] = {0, 0, 0, 0, 0, 0, 0, 0}, eb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int j = 0; j < QK; j += 8) {
+                for (int k = 0; k < 8; k++) {
+                    ea[k] += (w[j + k] * x[j + k]) * l[j + k];
+                    eb[k] += (w[j + k] * l[j + k]) * l[j + k];
+                }
+            }
+            const float sa = lanes(ea), sb = lanes(eb);
             if (sb > 0.0f && sa * sa > scan_best * sb) {
                 scan_d = sa / sb;
                 scan_best = scan_d * sa;
@@ -121,14 +175,10 @@ static void quantize_sym_block(const float *x, const float *w, const float *wl, 
         keep_sym(&best, &cand);
     } else {
         sym_eval(x, w, mx / -fn, nmax, &best);
+        const float smx = zero ? 1.0f : mx;
         for (int k = 0; k < N_SYM_FAST; k++) {
-            const float iscale = -(0.1f * (float)sym_steps_fast[k] + fn) / smx;
-            float sa = 0.0f, sb = 0.0f;
-            for (int i = 0; i < QK; i++) {
-                float l = (float)clampi(ggq_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-                sa += (w[i] * x[i]) * l;
-                sb += (w[i] * l) * l;
-            }
+            float sa, sb;
+            sym_trial(x, w, -(0.1f * (float)sym_steps_fast[k] + fn) / smx, lo, hi, &sa, &sb);
             if (sb > 0.0f && sa * sa > scan_best * sb) {
                 scan_d = sa / sb;
                 scan_best = scan_d * sa;
@@ -139,51 +189,74 @@ static void quantize_sym_block(const float *x, const float *w, const float *wl, 
     keep_sym(&best, &cand);
 
     /* least-squares refit on the best quants */
-    float sa = 0.0f, sb = 0.0f;
-    for (int i = 0; i < QK; i++) {
-        float l = (float)best.l[i];
-        sa += (w[i] * x[i]) * l;
-        sb += (w[i] * l) * l;
+    {
+        float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int j = 0; j < QK; j += 8) {
+            for (int k = 0; k < 8; k++) {
+                a[k] += (w[j + k] * x[j + k]) * best.l[j + k];
+                b[k] += (w[j + k] * best.l[j + k]) * best.l[j + k];
+            }
+        }
+        const float sa = lanes(a), sb = lanes(b);
+        sym_eval(x, w, sb > 0.0f ? sa / sb : 0.0f, nmax, &cand);
+        keep_sym(&best, &cand);
     }
-    sym_eval(x, w, sb > 0.0f ? sa / sb : 0.0f, nmax, &cand);
-    keep_sym(&best, &cand);
 
     *dbits = best.bits;
-    for (int i = 0; i < QK; i++) q[i] = (uint8_t)(best.l[i] + nmax);
+    for (int i = 0; i < QK; i++) q[i] = (uint8_t)((int)best.l[i] + nmax);
 }
 
 /* ------------------------------------------------------------------ asymmetric (Q4_1, Q5_1) */
 
-typedef struct { float d16, m16; uint16_t dbits, mbits; float err; uint8_t l[QK]; } asym_cand;
+typedef struct { float d16, m16; uint16_t dbits, mbits; float err; float l[QK]; } asym_cand;
 
-static void asym_eval(const float *x, const float *w, float d, float m, int nmax, asym_cand *c) {
-    c->d16 = f16c(d, &c->dbits);
-    c->m16 = f16c(m, &c->mbits);
-    float err = 0.0f;
-    const int ok = c->d16 != 0.0f;
-    for (int i = 0; i < QK; i++) {
-        int l = ok ? ggq_nearest_int(clampf((x[i] - c->m16) / c->d16, 0.0f, (float)nmax)) : 0;
-        c->l[i] = (uint8_t)l;
-        float diff = x[i] - (c->d16 * (float)l + c->m16);
-        err += w[i] * (diff * diff);
+static void asym_eval(const float *restrict x, const float *restrict w, float d, float m,
+                      int nmax, asym_cand *restrict c) {
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const float d16 = f16c(d, &c->dbits), m16 = f16c(m, &c->mbits);
+    c->d16 = d16;
+    c->m16 = m16;
+    if (d16 != 0.0f) {
+        const float hi = (float)nmax;
+        for (int j = 0; j < QK; j += 8) {
+            for (int k = 0; k < 8; k++) {
+                const float l = rint_f(clampf((x[j + k] - m16) / d16, 0.0f, hi));
+                const float diff = x[j + k] - (d16 * l + m16);
+                c->l[j + k] = l;
+                a[k] += w[j + k] * (diff * diff);
+            }
+        }
+    } else {
+        for (int j = 0; j < QK; j += 8) {
+            for (int k = 0; k < 8; k++) {
+                const float diff = x[j + k] - (d16 * 0.0f + m16);
+                c->l[j + k] = 0.0f;
+                a[k] += w[j + k] * (diff * diff);
+            }
+        }
     }
-    c->err = err;
+    c->err = lanes(a);
 }
 
-static inline void keep_asym(asym_cand *best, const asym_cand *c) {
+static inline void keep_asym(asym_cand *restrict best, const asym_cand *restrict c) {
     if (c->err < best->err) *best = *c;
 }
 
-/* weighted least squares x ~ d*l + m; returns 0 where singular */
-static int asym_fit(const float *x, const float *w, const float *l, float sw, float sx,
-                    float *d, float *m, float *gain) {
-    float sl = 0.0f, sl2 = 0.0f, sxl = 0.0f;
-    for (int i = 0; i < QK; i++) {
-        float wli = w[i] * l[i];
-        sl += wli;
-        sl2 += wli * l[i];
-        sxl += wli * x[i];
+/* weighted least squares x ~ d*l + m (lane sums); returns 0 where singular */
+static int asym_fit(const float *restrict x, const float *restrict w, const float *restrict l,
+                    float sw, float sx, float *restrict d, float *restrict m,
+                    float *restrict gain) {
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float c[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int j = 0; j < QK; j += 8) {
+        for (int k = 0; k < 8; k++) {
+            const float wli = w[j + k] * l[j + k];
+            a[k] += wli;
+            b[k] += wli * l[j + k];
+            c[k] += wli * x[j + k];
+        }
     }
+    const float sl = lanes(a), sl2 = lanes(b), sxl = lanes(c);
     const float D = sw * sl2 - sl * sl;
     if (!(D > 0.0f)) return 0;
     *d = (sw * sxl - sx * sl) / D;
@@ -192,8 +265,10 @@ static int asym_fit(const float *x, const float *w, const float *l, float sw, fl
     return 1;
 }
 
-/* llama.cpp make_qkx3_quants(32, nmax, x, w, ..., -0.9, 0.05, 36, false) -> scale, min */
-static void make_qkx3(const float *x, const float *w, int nmax, float *scale_out, float *min_out) {
+/* llama.cpp make_qkx3_quants(32, nmax, x, w, ..., -0.9, 0.05, 36, false) -> scale, min
+ * (sequential sums, as llama.cpp) */
+static void make_qkx3(const float *restrict x, const float *restrict w, int nmax,
+                      float *restrict scale_out, float *restrict min_out) {
     const float fn = (float)nmax;
     float mn = x[0], mx = x[0];
     for (int i = 1; i < QK; i++) {
@@ -214,22 +289,24 @@ static void make_qkx3(const float *x, const float *w, int nmax, float *scale_out
     const float rng = mx - mn;
     float iscale = fn / rng;
     float scale = 1.0f / iscale, min = mn;
+    float l[QK];
+    for (int i = 0; i < QK; i++) l[i] = clampf(rint_f(iscale * (x[i] - mn)), 0.0f, fn);
     float best = 0.0f;
     for (int i = 0; i < QK; i++) {
-        float l = (float)clampi(ggq_nearest_int(iscale * (x[i] - mn)), 0, nmax);
-        float diff = (scale * l + mn) - x[i];
+        const float diff = (scale * l[i] + mn) - x[i];
         best += w[i] * (diff * diff);
     }
-    float lt[QK];
     for (int is = 0; is <= 36; is++) {
-        iscale = ((-0.9f + 0.05f * (float)is) + fn) / rng;
+        /* llama.cpp reuses `min`: each trial is taken from the best min so far */
+        const float span = mx - min;
+        if (!(span >= GROUP_MAX_EPS)) continue;  /* ggtool: a degenerate span skips it */
+        iscale = ((-0.9f + 0.05f * (float)is) + fn) / span;
+        for (int i = 0; i < QK; i++) l[i] = clampf(rint_f(iscale * (x[i] - min)), 0.0f, fn);
         float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
         for (int i = 0; i < QK; i++) {
-            float l = (float)clampi(ggq_nearest_int(iscale * (x[i] - mn)), 0, nmax);
-            lt[i] = l;
-            float wli = w[i] * l;
+            const float wli = w[i] * l[i];
             sum_l += wli;
-            sum_l2 += wli * l;
+            sum_l2 += wli * l[i];
             sum_xl += wli * x[i];
         }
         const float D = sum_w * sum_l2 - sum_l * sum_l;
@@ -242,7 +319,7 @@ static void make_qkx3(const float *x, const float *w, int nmax, float *scale_out
             }
             float mad = 0.0f;
             for (int i = 0; i < QK; i++) {
-                float diff = (this_scale * lt[i] + this_min) - x[i];
+                const float diff = (this_scale * l[i] + this_min) - x[i];
                 mad += w[i] * (diff * diff);
             }
             if (mad < best) {
@@ -256,8 +333,9 @@ static void make_qkx3(const float *x, const float *w, int nmax, float *scale_out
     *min_out = min;
 }
 
-static void quantize_asym_block(const float *x, const float *w, const float *wl, int nmax,
-                                uint16_t *dbits, uint16_t *mbits, uint8_t *q) {
+static void quantize_asym_block(const float *restrict x, const float *restrict w,
+                                const float *restrict wl, int nmax, uint16_t *dbits,
+                                uint16_t *mbits, uint8_t *restrict q) {
     const float fn = (float)nmax;
     float mn = x[0], mx = x[0];
     for (int i = 1; i < QK; i++) {
@@ -278,18 +356,18 @@ static void quantize_asym_block(const float *x, const float *w, const float *wl,
     }
 
     /* scan */
-    float sw = 0.0f, sx = 0.0f;
-    for (int i = 0; i < QK; i++) sw += w[i];
-    for (int i = 0; i < QK; i++) sx += w[i] * x[i];
+    float e[QK], l[QK], xm[QK];
+    const float sw = lane_sum32(w);
+    for (int i = 0; i < QK; i++) e[i] = w[i] * x[i];
+    const float sx = lane_sum32(e);
+    for (int i = 0; i < QK; i++) xm[i] = x[i] - mn;
     const float rng = mx - mn >= GROUP_MAX_EPS ? mx - mn : 1.0f;
     float scan_d = (mx - mn) / fn, scan_m = mn, scan_best = -INFINITY;
-    float lt[QK];
     for (int is = 0; is <= ASYM_NSTEP; is++) {
         const float iscale = ((ASYM_RMIN + ASYM_RDELTA * (float)is) + fn) / rng;
-        for (int i = 0; i < QK; i++)
-            lt[i] = (float)clampi(ggq_nearest_int(iscale * (x[i] - mn)), 0, nmax);
+        for (int i = 0; i < QK; i++) l[i] = clampf(rint_f(iscale * xm[i]), 0.0f, fn);
         float d, m, gain;
-        if (asym_fit(x, w, lt, sw, sx, &d, &m, &gain) && gain > scan_best) {
+        if (asym_fit(x, w, l, sw, sx, &d, &m, &gain) && gain > scan_best) {
             scan_best = gain;
             scan_d = d;
             scan_m = m;
@@ -299,30 +377,29 @@ static void quantize_asym_block(const float *x, const float *w, const float *wl,
     keep_asym(&best, &cand);
 
     /* least-squares refit on the best quants */
-    for (int i = 0; i < QK; i++) lt[i] = (float)best.l[i];
     float d, m, gain;
-    if (asym_fit(x, w, lt, sw, sx, &d, &m, &gain)) {
+    if (asym_fit(x, w, best.l, sw, sx, &d, &m, &gain)) {
         asym_eval(x, w, d, m, nmax, &cand);
         keep_asym(&best, &cand);
     }
 
     *dbits = best.dbits;
     *mbits = best.mbits;
-    memcpy(q, best.l, QK);
+    for (int i = 0; i < QK; i++) q[i] = (uint8_t)(int)best.l[i];
 }
 
 /* ------------------------------------------------------------------ packing and drivers */
 
-static inline void put16(uint8_t *p, uint16_t v) {
+static inline void put16(uint8_t *restrict p, uint16_t v) {
     p[0] = (uint8_t)(v & 0xff);
     p[1] = (uint8_t)(v >> 8);
 }
 
-static void pack_nibbles(const uint8_t *q, uint8_t *qs) {
+static void pack_nibbles(const uint8_t *restrict q, uint8_t *restrict qs) {
     for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
 }
 
-static void pack_qh(const uint8_t *q, uint8_t *qh) {
+static void pack_qh(const uint8_t *restrict q, uint8_t *restrict qh) {
     uint32_t h = 0;
     for (int j = 0; j < QK; j++) h |= (uint32_t)((q[j] >> 4) & 1) << j;
     qh[0] = (uint8_t)h;
@@ -331,8 +408,9 @@ static void pack_qh(const uint8_t *q, uint8_t *qh) {
     qh[3] = (uint8_t)(h >> 24);
 }
 
-static int quantize_legacy(const float *x, uint8_t *y, int64_t nrows, int64_t n, const float *im,
-                           int nmax, int asym, int five_bit) {
+static int quantize_legacy(const float *restrict x, uint8_t *restrict y, int64_t nrows,
+                           int64_t n, const float *restrict im, int nmax, int asym,
+                           int five_bit) {
     if (nrows <= 0) return 0;
     const int64_t nb = n / QK;
     const int bsize = 2 + (asym ? 2 : 0) + (five_bit ? 4 : 0) + 16;
@@ -372,18 +450,22 @@ static int quantize_legacy(const float *x, uint8_t *y, int64_t nrows, int64_t n,
     return 0;
 }
 
-int ggq_quantize_q4_0(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+int ggq_quantize_q4_0(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
+                      const float *imatrix) {
     return quantize_legacy(x, y, nrows, n_per_row, imatrix, 8, 0, 0);
 }
 
-int ggq_quantize_q4_1(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+int ggq_quantize_q4_1(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
+                      const float *imatrix) {
     return quantize_legacy(x, y, nrows, n_per_row, imatrix, 15, 1, 0);
 }
 
-int ggq_quantize_q5_0(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+int ggq_quantize_q5_0(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
+                      const float *imatrix) {
     return quantize_legacy(x, y, nrows, n_per_row, imatrix, 16, 0, 1);
 }
 
-int ggq_quantize_q5_1(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+int ggq_quantize_q5_1(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
+                      const float *imatrix) {
     return quantize_legacy(x, y, nrows, n_per_row, imatrix, 31, 1, 1);
 }

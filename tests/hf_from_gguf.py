@@ -56,13 +56,45 @@ def gguf_fields(reader) -> dict:
     return {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
 
 
+def read_gguf_kv(path: str | Path) -> dict:
+    """The metadata of a GGUF (v2/v3, little-endian) as a dict; much faster than GGUFReader on big
+    vocabularies (GGUFReader builds a numpy view per array element)."""
+    import struct
+
+    scalar = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+    with open(path, "rb") as f:
+        magic, version, _n_tensors, n_kv = struct.unpack("<4sIQQ", f.read(24))
+        if magic != b"GGUF" or version < 2:
+            raise ValueError(f"{path}: not a GGUF v2+ file")
+
+        def value(vtype):
+            if vtype == 8:
+                (n,) = struct.unpack("<Q", f.read(8))
+                return f.read(n).decode("utf-8", errors="surrogateescape")
+            if vtype == 9:
+                etype, n = struct.unpack("<IQ", f.read(12))
+                if etype in scalar:
+                    return np.frombuffer(f.read(n * struct.calcsize(scalar[etype])), scalar[etype]).tolist()
+                return [value(etype) for _ in range(n)]
+            fmt = scalar[vtype]
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        out = {}
+        for _ in range(n_kv):
+            (n,) = struct.unpack("<Q", f.read(8))
+            key = f.read(n).decode()
+            (vtype,) = struct.unpack("<I", f.read(4))
+            out[key] = value(vtype)
+    return out
+
+
 def hf_checkpoint_from_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     import gguf
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reader = gguf.GGUFReader(str(gguf_path))
-    kv = gguf_fields(reader)
+    kv = read_gguf_kv(gguf_path)
     arch = kv["general.architecture"]
     if arch != "llama" or kv.get("tokenizer.ggml.model") != "gpt2":
         raise ValueError(f"{gguf_path}: need a llama-arch GGUF with a BPE tokenizer, got {arch}")

@@ -18,7 +18,7 @@ import pytest
 from ggtool.errors import InputError
 from ggtool.tokenizer import CHKTXT, add_tokenizer, pre_tokenizer_hash, read_spm_proto
 
-from tests.hf_from_gguf import gguf_fields, hf_checkpoint_from_gguf, read_safetensors
+from tests.hf_from_gguf import gguf_fields, hf_checkpoint_from_gguf, read_gguf_kv, read_safetensors
 from tests.tinytokenizers import CHATML, KINDS, USER_TOKENS, make_tokenizer
 
 SMOLLM_HASH = "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249"
@@ -120,7 +120,7 @@ def smollm_tok(smollm2_gguf, tmp_path_factory):
     from tests.hf_from_gguf import _write_tokenizer
 
     d = tmp_path_factory.mktemp("smollm_tok")
-    kv = gguf_fields(gguf.GGUFReader(str(smollm2_gguf)))
+    kv = read_gguf_kv(smollm2_gguf)
     _write_tokenizer(d, kv)
     (d / "config.json").write_text(json.dumps({"vocab_size": len(kv["tokenizer.ggml.tokens"])}))
     return d, kv
@@ -268,6 +268,13 @@ def test_unknown_pre_tokenizer_is_a_clear_error(tiny, tmp_path):
     assert "llama-bpe" in e.value.hint and "smollm" in e.value.hint
 
 
+def test_fast_kv_reader_agrees_with_gguf_reader(tiny, tmp_path):
+    """tests.hf_from_gguf.read_gguf_kv (used on the 49k-token SmolLM2 vocab) == gguf-py's reader."""
+    for kind in ("smollm", "spm"):
+        write_vocab_gguf(tiny(kind), tmp_path / f"{kind}.gguf")
+        assert read_gguf_kv(tmp_path / f"{kind}.gguf") == read_kv(tmp_path / f"{kind}.gguf")
+
+
 def test_missing_tokenizer_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no tokenizer.json or tokenizer.model"):
         add_tokenizer(gguf.GGUFWriter(str(tmp_path / "v.gguf"), "llama"), tmp_path, {})
@@ -321,7 +328,7 @@ def test_smollm2_keys_match_original_gguf(smollm_tok, tmp_path):
     d, orig = smollm_tok
     summ = write_vocab_gguf(d, tmp_path / "v.gguf")
     assert (summ.pre, summ.pre_source, summ.n_merges) == ("smollm", "hash", len(orig["tokenizer.ggml.merges"]))
-    kv = read_kv(tmp_path / "v.gguf")
+    kv = read_gguf_kv(tmp_path / "v.gguf")
     for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
                 "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id",
                 "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",

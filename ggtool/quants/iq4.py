@@ -52,11 +52,26 @@ def best_index(a: np.ndarray) -> np.ndarray:
     return np.searchsorted(MID2, a + a, side="right").astype(np.uint8)
 
 
+def lane_sum(a: np.ndarray) -> np.ndarray:
+    """Sum over the last axis (a multiple of 4) as the C kernel does it: four interleaved
+    sequential partial sums (element j into lane j % 4), then (l0 + l1) + (l2 + l3).
+    Used for our own sums; llama.cpp's fit keeps its plain sequential order (seq_sum)."""
+    a = np.asarray(a, dtype=F32)
+    lanes = seq_sum(a.reshape(*a.shape[:-1], -1, 4), axis=-2)       # (..., 4)
+    return (lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3])
+
+
 def _fit(xb, w, L):
-    """Closed-form fit of indices L: (sumqx, sumq2), both sequential over the block."""
+    """llama.cpp's closed-form fit of indices L: (sumqx, sumq2), sequential over the block."""
     q = KV[L]
     wq = w * q
     return seq_sum(wq * xb), seq_sum(wq * q)
+
+
+def _mfit(wx, wm, L):
+    """The same fit under the judging weights (wx = wm * x): (sum q*wx, sum wm*q*q)."""
+    q = KV[L]
+    return lane_sum(q * wx), lane_sum(wm * q * q)
 
 
 def _search(xb: np.ndarray, wl: np.ndarray, wm: np.ndarray):
@@ -82,7 +97,8 @@ def _search(xb: np.ndarray, wl: np.ndarray, wm: np.ndarray):
     sumqx, sumq2 = _fit(xb, wl, L)
     d = ls(sumqx, sumq2, sumq2 > 0)
     best = d * sumqx
-    mqx, mq2 = _fit(xb, wm, L)
+    wx = wm * xb
+    mqx, mq2 = _mfit(wx, wm, L)
     dm = ls(mqx, mq2, mq2 > 0)
     bestm = dm * mqx
     for k in LLAMA_TRIALS + EXTRA_TRIALS:
@@ -92,7 +108,7 @@ def _search(xb: np.ndarray, wl: np.ndarray, wm: np.ndarray):
             upd = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
             d = np.where(upd, ls(sumqx, sumq2, upd), d)
             best = np.where(upd, d * sumqx, best).astype(F32)
-        mqx, mq2 = _fit(xb, wm, L)
+        mqx, mq2 = _mfit(wx, wm, L)
         upd = (mq2 > 0) & (mqx * mqx > bestm * mq2)
         dm = np.where(upd, ls(mqx, mq2, upd), dm)
         bestm = np.where(upd, dm * mqx, bestm).astype(F32)
@@ -102,7 +118,7 @@ def _search(xb: np.ndarray, wl: np.ndarray, wm: np.ndarray):
 def _err(xb, wm, step, L):
     """sum(wm * (x - step*KV[L])^2), sequential; step (M,) is the dequantized scale."""
     e = xb - step[:, None] * KV[L]
-    err = seq_sum(wm * e * e)
+    err = lane_sum(wm * e * e)
     return np.where(np.isnan(err), F32(np.inf), err)  # inf * 0 weight: never chosen
 
 
@@ -112,7 +128,7 @@ def _refit(xb, wm, L, mult=None):
     mult: per-value integer multipliers of the table value (IQ4_XS sub-block scales)."""
     q = KV[L] if mult is None else mult * KV[L]
     wq = wm * q
-    sumqx, sumq2 = seq_sum(wq * xb), seq_sum(wq * q)
+    sumqx, sumq2 = lane_sum(wq * xb), lane_sum(wq * q)
     ok = sumq2 > 0
     return np.where(ok, sumqx / np.where(ok, sumq2, F32(1)), F32(0)).astype(F32)
 

@@ -199,15 +199,17 @@ def _dequant(dval, mval, sc, m, q):
     return (d * q.astype(F32) - dm).astype(F32)
 
 
-def _block_error(xs, xhat, mw):
-    """Metric error per super-block in float64, summed sequentially: (B,)."""
+def _block_error(xs, xhat, w):
+    """sum(w * (x - xhat)^2) per super-block in float64: (B,). Summed over each sub-block's
+    32 values in order, then over the 8 sub-blocks in order (the C loop order)."""
     diff = xs.astype(np.float64) - xhat.astype(np.float64)  # (B, 8, 32)
-    e = (diff * diff).reshape(diff.shape[0], QK_K)
-    if mw is not None:
-        e = e * mw.reshape(1, QK_K)
+    e = w.astype(np.float64)[None] * (diff * diff)
+    part = np.zeros(e.shape[:2])
+    for i in range(32):
+        part = part + e[:, :, i]
     acc = np.zeros(e.shape[0])
-    for i in range(QK_K):
-        acc = acc + e[:, i]
+    for j in range(8):
+        acc = acc + part[:, j]
     return acc
 
 
@@ -268,6 +270,107 @@ def _finish(xs, dsrc, msrc, ls, lm, L, nmax):
     return dict(d=d16, dmin=m16, packed=packed, sc=sc, m=m, q=q)
 
 
+# ------------------------------------------------------------------ stage 2: polish
+
+def _combos(R: int):
+    """Search order: the centre first, then row-major over the (2R+1)^2 square."""
+    return [(0, 0)] + [(a, b) for a in range(-R, R + 1) for b in range(-R, R + 1) if (a, b) != (0, 0)]
+
+
+def _search(xs, w, D, Mn, sc, m, R, nmax):
+    """Per sub-block, try (sc+a, m+b) for |a|, |b| <= R with d, dmin fixed; keep the lowest
+    float32 error sum(w * (x - xhat)^2) (first one on ties). xs (B, 8, 32), w (8, 32)."""
+    fnmax = F32(nmax)
+    best = bsc = bm = bq = None
+    for a, b in _combos(R):
+        s2 = sc + a
+        m2 = m + b
+        ds = (D[:, None] * s2.astype(F32)).astype(F32)      # (B, 8)
+        dm = (Mn[:, None] * m2.astype(F32)).astype(F32)
+        with np.errstate(all="ignore"):
+            inv = np.where(ds > 0, F32(1) / ds, F32(0)).astype(F32)
+        e = np.zeros(ds.shape, F32)
+        q = np.empty(xs.shape, F32)
+        for i in range(32):
+            t = (xs[:, :, i] + dm) * inv
+            t = np.where(t < 0, F32(0), t)
+            t = np.where(t > fnmax, fnmax, t)
+            qi = (t + _MAGIC) - _MAGIC
+            q[:, :, i] = qi
+            diff = xs[:, :, i] - (ds * qi - dm)
+            e = e + w[:, i] * (diff * diff)
+        if best is None:
+            best, bsc, bm, bq = e, s2, m2, q
+            continue
+        take = (s2 >= 0) & (s2 <= 63) & (m2 >= 0) & (m2 <= 63) & (e < best)
+        best = np.where(take, e, best)
+        bsc = np.where(take, s2, bsc)
+        bm = np.where(take, m2, bm)
+        bq = np.where(take[:, :, None], q, bq)
+    return bsc, bm, bq.astype(np.int32)
+
+
+def _refit(xs, w, D, Mn, sc, m, q):
+    """Least-squares d, dmin for fixed sc, m, q (float64; sums over each sub-block in order,
+    then over the sub-blocks in order), rounded to fp16. Degenerate lanes keep D, Mn."""
+    B = xs.shape[0]
+    ww = w.astype(np.float64)                                # (8, 32)
+    Bv = m.astype(np.float64)                                # (B, 8)
+    z = lambda: np.zeros((B, 8))
+    saa, sab, sbb, sxa, sxb = z(), z(), z(), z(), z()
+    for i in range(32):
+        A = (sc * q[:, :, i]).astype(np.float64)
+        x = xs[:, :, i].astype(np.float64)
+        wa = ww[:, i] * A
+        wb = ww[:, i] * Bv
+        saa = saa + wa * A
+        sab = sab + wa * Bv
+        sbb = sbb + wb * Bv
+        sxa = sxa + wa * x
+        sxb = sxb + wb * x
+    tot = []
+    for part in (saa, sab, sbb, sxa, sxb):
+        acc = np.zeros(B)
+        for j in range(8):
+            acc = acc + part[:, j]
+        tot.append(acc)
+    saa, sab, sbb, sxa, sxb = tot
+    det = saa * sbb - sab * sab
+    with np.errstate(all="ignore"):
+        dn = (sxa * sbb - sab * sxb) / det
+        en = (sab * sxa - saa * sxb) / det
+        both = (det > 0) & (en >= 0)
+        d_only = ~both & (saa > 0)
+        dn = np.where(both, dn, np.where(d_only, (sxa + Mn.astype(np.float64) * sab) / saa, 0.0))
+        en = np.where(both, en, Mn.astype(np.float64))
+        d16 = fp16_value(fp16_bytes(dn.astype(F32)))
+        e16 = fp16_value(fp16_bytes(en.astype(F32)))
+    ok = (both | d_only) & np.isfinite(d16) & np.isfinite(e16) & (d16 > 0) & (e16 >= 0)
+    return np.where(ok, d16, D).astype(F32), np.where(ok, e16, Mn).astype(F32)
+
+
+def _polish(xs, w, r, radii, nmax):
+    D, Mn, sc, m = r["d"], r["dmin"], r["sc"], r["m"]
+    q = None
+    for k, R in enumerate(radii):
+        if k:
+            D, Mn = _refit(xs, w, D, Mn, sc, m, q)
+        sc, m, q = _search(xs, w, D, Mn, sc, m, R, nmax)
+    return dict(d=D, dmin=Mn, packed=_pack_scales(sc, m), sc=sc, m=m, q=q)
+
+
+def _guarded(xs, w, r0, r1):
+    """Per super-block, the result with the lower float64 metric error (r0 on ties)."""
+    e0 = _block_error(xs, _dequant(r0["d"], r0["dmin"], r0["sc"], r0["m"], r0["q"]), w)
+    e1 = _block_error(xs, _dequant(r1["d"], r1["dmin"], r1["sc"], r1["m"], r1["q"]), w)
+    take = e1 < e0
+    out = {}
+    for k in r0:
+        t = take.reshape((-1,) + (1,) * (r0[k].ndim - 1))
+        out[k] = np.where(t, r1[k], r0[k]).astype(r0[k].dtype)
+    return out
+
+
 # ------------------------------------------------------------------ the types
 
 class _KHigh(QuantType):
@@ -275,11 +378,22 @@ class _KHigh(QuantType):
     ref_args: tuple
     clamp_ls: bool
 
+    radii: tuple
+
     @classmethod
     def _stage1(cls, xs, imatrix):
         if imatrix is None:
             return _ggml_ref(xs, cls.nmax, *cls.ref_args)
         return _ggml_imatrix(xs, imatrix, cls.nmax, cls.clamp_ls)
+
+    @classmethod
+    def _one_position(cls, xs, qw):
+        """All super-blocks at one position in the row (same imatrix slice qw or None)."""
+        r0 = cls._stage1(xs, qw)
+        w = np.ones((8, 32), F32) if qw is None else qw.reshape(8, 32).astype(F32)
+        if not cls.radii:
+            return r0
+        return _guarded(xs, w, r0, _polish(xs, w, r0, cls.radii, cls.nmax))
 
     @classmethod
     def quantize_rows(cls, x, imatrix=None):
@@ -301,13 +415,13 @@ class _KHigh(QuantType):
     def _quantize_blocks(cls, blk, qw, nb):
         """(B, 8, 32) blocks of whole rows (B a multiple of nb) -> (B, type_size) uint8."""
         if qw is None:
-            r = cls._stage1(blk, None)
+            r = cls._one_position(blk, None)
         else:
             # the imatrix differs per column: group the blocks by position in the row
             B = blk.shape[0]
             parts = {}
             for k in range(nb):
-                parts[k] = cls._stage1(blk[k::nb], qw[k])
+                parts[k] = cls._one_position(blk[k::nb], qw[k])
             r = {}
             for key in parts[0]:
                 arr = np.empty((B,) + parts[0][key].shape[1:], parts[0][key].dtype)
@@ -329,6 +443,7 @@ class _KHigh(QuantType):
 class Q4_K(_KHigh, qtype=T.Q4_K):
     nmax = 15
     ref_args = (-1.0, 0.1, 20)
+    radii = (2, 2)
     clamp_ls = False
 
     @classmethod
@@ -352,6 +467,7 @@ class Q4_K(_KHigh, qtype=T.Q4_K):
 class Q5_K(_KHigh, qtype=T.Q5_K):
     nmax = 31
     ref_args = (-0.5, 0.1, 15)
+    radii = (3, 2)
     clamp_ls = True
 
     @classmethod

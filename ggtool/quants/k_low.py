@@ -34,10 +34,10 @@ def _nint(v: np.ndarray) -> np.ndarray:
 
 
 def _ssum(terms) -> np.ndarray:
-    """Sequential sum of an iterable of equally-shaped arrays (C loop order)."""
+    """Sequential sum of an iterable of equally-shaped arrays: C's `acc = 0; acc += t`."""
     acc = None
     for t in terms:
-        acc = t if acc is None else acc + t
+        acc = t + 0 if acc is None else acc + t  # + 0 turns -0.0 into 0.0, as C's 0 + t
     return acc
 
 
@@ -334,22 +334,32 @@ def q2_k_llama(x: np.ndarray, imatrix: np.ndarray | None):
 
 
 # ---------------------------------------------------------------- refinement (ours)
-# After llama.cpp's result: per sub-block, try nearby integer scales (re-rounding the values),
-# then refit the fp16 super-block scale(s) by weighted least squares. Every step keeps a change
-# only if the error sum(w*(x - x_hat)^2), in float64 with x_hat exactly as dequantized, goes
-# strictly down: never worse than llama.cpp. Sums are sequential over 16 values, then over
-# the 16 sub-blocks (the C loop order).
+# After llama.cpp's result, per block: (1) per sub-block, try nearby integer scales (and mins),
+# re-rounding the 16 values, keep the lowest error; (2) refit the fp16 super-block scale(s) by
+# weighted least squares, re-round everything, keep it if the error goes down; repeat.
+# The search works in float32 with 4 interleaved partial sums (what the C compiler vectorizes):
+# lane k sums elements k, k+4, k+8, k+12, then (l0+l1)+(l2+l3). A final guard in float64 keeps
+# llama.cpp's block unless ours is strictly better: never worse than libggml, block by block.
+# Error = sum(w*(x - x_hat)^2), w = imatrix (or 1), x_hat exactly as dequantized.
 
-Q2_SEARCH = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)]  # (d sc, d m)
-Q3_SEARCH = (-2, -1, 1, 2)                                                       # d sc
-REFINE_ROUNDS = 2  # sub-block search, scale refit, sub-block search, scale refit
+# candidate steps per round: Q2_K (d sc, d m), Q3_K d sc
+Q2_SEARCH = ([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)],) * 2
+Q3_SEARCH = ((-2, -1, 1, 2), (-2, -1, 1, 2))
 
 
-def _err16(x, xh, w):
-    """x, xh (nb, 16, 16) float32, w same or None -> (nb, 16) float64 sequential sums."""
+def _lanes16(t):
+    """(..., 16) float32 -> (...) in the C kernels' 4-lane order."""
+    t4 = t.reshape(*t.shape[:-1], 4, 4)              # [..., g, k] = element 4g + k
+    acc = (((t4[..., 0, :] + 0) + t4[..., 1, :]) + t4[..., 2, :]) + t4[..., 3, :]
+    return (acc[..., 0] + acc[..., 1]) + (acc[..., 2] + acc[..., 3])
+
+
+def _err_f64(x, xh, w):
+    """Block error in float64, 4 lanes over the 256 values: x, xh, w (nb, 256) -> (nb,)."""
     diff = x.astype(F64) - xh.astype(F64)
-    e = diff * diff if w is None else (w.astype(F64) * diff) * diff
-    return _ssum(e[..., i] for i in range(16))
+    t = ((w.astype(F64) * diff) * diff).reshape(-1, 64, 4)
+    acc = _ssum(t[:, g] for g in range(64))
+    return (acc[:, 0] + acc[:, 1]) + (acc[:, 2] + acc[:, 3])
 
 
 def _inv_or_0(v):
@@ -357,42 +367,49 @@ def _inv_or_0(v):
         return np.where(v != 0, F32(1) / v, F32(0)).astype(F32)
 
 
-def _q2_xhat(L, s, m, D, M):
-    dl = D[:, None] * s.astype(F32)
-    ml = M[:, None] * m.astype(F32)
-    return dl[..., None] * L.astype(F32) - ml[..., None], dl, ml
-
-
-def _q2_round(x, s, m, D, M):
-    dl = D[:, None] * s.astype(F32)
-    ml = M[:, None] * m.astype(F32)
+def _q2_cand(x, w, dl, ml):
+    """x, w (..., 16); dl, ml (...) -> (L (..., 16) float32 0..3, error (...) float32)."""
     with np.errstate(all="ignore"):
-        return np.clip(_nint((x + ml[..., None]) * _inv_or_0(dl)[..., None]), 0, 3)
+        L = np.clip(_nint((x + ml[..., None]) * _inv_or_0(dl)[..., None]), 0, 3).astype(F32)
+    d = x - (dl[..., None] * L - ml[..., None])
+    return L, _lanes16((w * d) * d)
+
+
+def _q3_cand(x, w, dl):
+    """x, w (..., 16); dl (...) -> (q (..., 16) float32 -4..3, error (...) float32)."""
+    with np.errstate(all="ignore"):
+        q = np.clip(_nint(x * _inv_or_0(dl)[..., None]), -4, 3).astype(F32)
+    d = x - dl[..., None] * q
+    return q, _lanes16((w * d) * d)
 
 
 def _q2_refine(x, w, L, s, m, D, M):
-    """x (nb,16,16) f32, w like x or None, L (nb,16,16), s/m (nb,16) 0..15, D/M (nb,) fp16 values."""
-    E = _err16(x, _q2_xhat(L, s, m, D, M)[0], w)
-    for rnd in range(REFINE_ROUNDS):
-        s0, m0 = s, m
-        for ds, dm in Q2_SEARCH:
-            s2, m2 = np.clip(s0 + ds, 0, 15), np.clip(m0 + dm, 0, 15)
-            L2 = _q2_round(x, s2, m2, D, M)
-            E2 = _err16(x, _q2_xhat(L2, s2, m2, D, M)[0], w)
+    """x, w (nb,16,16) f32; L (nb,16,16) 0..3; s, m (nb,16) 0..15; D, M (nb,) fp16 values."""
+    nb = x.shape[0]
+    sf, mf, Lf = s.astype(F32), m.astype(F32), L.astype(F32)
+    base = (Lf, sf, mf, D, M)
+    xh = ((D[:, None] * sf)[..., None] * Lf - (M[:, None] * mf)[..., None])
+    E0 = _err_f64(x.reshape(nb, QK), xh.reshape(nb, QK), w.reshape(nb, QK))
+    E = _lanes16((w * (x - xh)) * (x - xh))
+    for search in Q2_SEARCH:
+        s0, m0 = sf, mf
+        for a, b in search:
+            s2 = np.clip(s0 + F32(a), F32(0), F32(15))
+            m2 = np.clip(m0 + F32(b), F32(0), F32(15))
+            L2, E2 = _q2_cand(x, w, D[:, None] * s2, M[:, None] * m2)
             u = ((s2 != s0) | (m2 != m0)) & (E2 < E)
-            L = np.where(u[..., None], L2, L)
-            s, m, E = np.where(u, s2, s), np.where(u, m2, m), np.where(u, E2, E)
-        # weighted least squares for (D, M) with x_hat = D*a - M*b, a = s*L, b = m
-        a = (s[..., None] * L).astype(F64)
-        b = np.broadcast_to(m[..., None], L.shape).astype(F64)
-        wf = np.ones(x.shape, F64) if w is None else w.astype(F64)
-        xf = x.astype(F64)
+            Lf = np.where(u[..., None], L2, Lf)
+            sf, mf, E = np.where(u, s2, sf), np.where(u, m2, mf), np.where(u, E2, E)
+        # weighted least squares for (D, M): x_hat = D*A - M*B, A = sc*L, B = m
+        A = sf[..., None] * Lf
+        Bm = np.broadcast_to(mf[..., None], x.shape)
+        wx = w * x
 
-        def S(u, v):
-            t = wf * u * v
-            return _ssum(_ssum(t[:, j, i] for i in range(16)) for j in range(16))
+        def S(t):
+            return _ssum(_lanes16(t)[:, j] for j in range(16)).astype(F64)
 
-        Saa, Sab, Sbb, Sxa, Sxb = S(a, a), S(a, b), S(b, b), S(xf, a), S(xf, b)
+        Saa, Sab, Sbb = S((w * A) * A), S((w * A) * Bm), S((w * Bm) * Bm)
+        Sxa, Sxb = S(wx * A), S(wx * Bm)
         det = Saa * Sbb - Sab * Sab
         Mf = M.astype(F64)
         with np.errstate(all="ignore"):
@@ -400,13 +417,62 @@ def _q2_refine(x, w, L, s, m, D, M):
                           np.where(Saa > 0, (Sxa + Mf * Sab) / Saa, D.astype(F64)))
             M2 = np.where(det > 0, (Sab * Sxa - Saa * Sxb) / det, Mf)
             D2, M2 = fp16_round(D2.astype(F32)), fp16_round(M2.astype(F32))
-        L2 = _q2_round(x, s, m, D2, M2)
-        E2 = _err16(x, _q2_xhat(L2, s, m, D2, M2)[0], w)
+        L2, E2 = _q2_cand(x, w, D2[:, None] * sf, M2[:, None] * mf)
         u = _ssum(E2[:, j] for j in range(16)) < _ssum(E[:, j] for j in range(16))
-        L = np.where(u[:, None, None], L2, L)
+        Lf = np.where(u[:, None, None], L2, Lf)
         E = np.where(u[:, None], E2, E)
         D, M = np.where(u, D2, D), np.where(u, M2, M)
-    return L, s, m, D, M
+    xh = ((D[:, None] * sf)[..., None] * Lf - (M[:, None] * mf)[..., None])
+    keep = _err_f64(x.reshape(nb, QK), xh.reshape(nb, QK), w.reshape(nb, QK)) < E0
+    Lf, sf, mf, D, M = (np.where(keep.reshape((nb,) + (1,) * (a.ndim - 1)), a, b)
+                        for a, b in zip((Lf, sf, mf, D, M), base))
+    return Lf.astype(np.int32), sf.astype(np.int32), mf.astype(np.int32), D, M
+
+
+def _q3_refine(x, w, q, s, D):
+    """x, w (nb,16,16) f32; q (nb,16,16) -4..3; s (nb,16) -32..31; D (nb,) fp16 value."""
+    nb = x.shape[0]
+    sf, qf = s.astype(F32), q.astype(F32)
+    base = (qf, sf, D)
+    xh = (D[:, None] * sf)[..., None] * qf
+    E0 = _err_f64(x.reshape(nb, QK), xh.reshape(nb, QK), w.reshape(nb, QK))
+    E = _lanes16((w * (x - xh)) * (x - xh))
+    for search in Q3_SEARCH:
+        s0 = sf
+        for a in search:
+            s2 = np.clip(s0 + F32(a), F32(-32), F32(31))
+            q2, E2 = _q3_cand(x, w, D[:, None] * s2)
+            u = (s2 != s0) & (E2 < E)
+            qf = np.where(u[..., None], q2, qf)
+            sf, E = np.where(u, s2, sf), np.where(u, E2, E)
+        # weighted least squares for D: x_hat = D*A, A = sc*q
+        A = sf[..., None] * qf
+        Sxa = _ssum(_lanes16((w * x) * A)[:, j] for j in range(16)).astype(F64)
+        Saa = _ssum(_lanes16((w * A) * A)[:, j] for j in range(16)).astype(F64)
+        with np.errstate(all="ignore"):
+            D2 = np.where(Saa > 0, Sxa / Saa, D.astype(F64))
+            D2 = fp16_round(D2.astype(F32))
+        q2, E2 = _q3_cand(x, w, D2[:, None] * sf)
+        u = _ssum(E2[:, j] for j in range(16)) < _ssum(E[:, j] for j in range(16))
+        qf = np.where(u[:, None, None], q2, qf)
+        E = np.where(u[:, None], E2, E)
+        D = np.where(u, D2, D)
+    xh = (D[:, None] * sf)[..., None] * qf
+    keep = _err_f64(x.reshape(nb, QK), xh.reshape(nb, QK), w.reshape(nb, QK)) < E0
+    qf, sf, D = (np.where(keep.reshape((nb,) + (1,) * (a.ndim - 1)), a, b)
+                 for a, b in zip((qf, sf, D), base))
+    return qf.astype(np.int32), sf.astype(np.int32), D
+
+
+def q2_k_bytes(L, sc, m, d, dmin) -> np.ndarray:
+    """L (nb,16,16) 0..3, sc/m (nb,16) 0..15, d/dmin (nb,) -> (nb, 84) Q2_K blocks."""
+    nb = L.shape[0]
+    out = np.empty((nb, 84), dtype=np.uint8)
+    out[:, :16] = (sc | (m << 4)).astype(np.uint8)
+    out[:, 16:80] = _pack2(L.reshape(nb, QK))
+    out[:, 80:82] = fp16_bytes(d)
+    out[:, 82:84] = fp16_bytes(dmin)
+    return out
 
 
 class Q2_K(QuantType, qtype=T.Q2_K):
@@ -417,17 +483,12 @@ class Q2_K(QuantType, qtype=T.Q2_K):
         nrows, n = x.shape
         L, sb, d, dmin = q2_k_llama(x, imatrix)
         nb = L.shape[0]
-        w = None if imatrix is None else _block_weights(imatrix, nrows, n).reshape(nb, 16, 16)
+        w = (np.ones((nb, QK), F32) if imatrix is None
+             else _block_weights(imatrix, nrows, n)).reshape(nb, 16, 16)
         xb = np.asarray(x, dtype=F32).reshape(nb, 16, 16)
         L, sc, m, d, dmin = _q2_refine(xb, w, L, (sb & 0xF).astype(np.int32),
                                        (sb >> 4).astype(np.int32), d, dmin)
-        sb = (sc | (m << 4)).astype(np.uint8)
-        out = np.empty((nb, 84), dtype=np.uint8)
-        out[:, :16] = sb
-        out[:, 16:80] = _pack2(L.reshape(nb, QK))
-        out[:, 80:82] = fp16_bytes(d)
-        out[:, 82:84] = fp16_bytes(dmin)
-        return out.reshape(nrows, cls.row_bytes(n))
+        return q2_k_bytes(L, sc, m, d, dmin).reshape(nrows, cls.row_bytes(n))
 
     @classmethod
     def dequantize_rows(cls, q):
@@ -501,46 +562,21 @@ def q3_k_llama(x: np.ndarray, imatrix: np.ndarray | None):
     return L, ls, d
 
 
-def _q3_xhat(q, s, D):
-    dl = D[:, None] * s.astype(F32)
-    return dl[..., None] * q.astype(F32)
 
-
-def _q3_round(x, s, D):
-    dl = D[:, None] * s.astype(F32)
-    with np.errstate(all="ignore"):
-        return np.clip(_nint(x * _inv_or_0(dl)[..., None]), -4, 3)
-
-
-def _q3_refine(x, w, q, s, D):
-    """x (nb,16,16) f32, w like x or None, q (nb,16,16) -4..3, s (nb,16) -32..31, D (nb,) fp16 value."""
-    E = _err16(x, _q3_xhat(q, s, D), w)
-    for rnd in range(REFINE_ROUNDS):
-        s0 = s
-        for ds in Q3_SEARCH:
-            s2 = np.clip(s0 + ds, -32, 31)
-            q2 = _q3_round(x, s2, D)
-            E2 = _err16(x, _q3_xhat(q2, s2, D), w)
-            u = (s2 != s0) & (E2 < E)
-            q = np.where(u[..., None], q2, q)
-            s, E = np.where(u, s2, s), np.where(u, E2, E)
-        # weighted least squares for D with x_hat = D*a, a = s*q
-        a = (s[..., None] * q).astype(F64)
-        wf = np.ones(x.shape, F64) if w is None else w.astype(F64)
-        t_xa = wf * x.astype(F64) * a
-        t_aa = wf * a * a
-        Sxa = _ssum(_ssum(t_xa[:, j, i] for i in range(16)) for j in range(16))
-        Saa = _ssum(_ssum(t_aa[:, j, i] for i in range(16)) for j in range(16))
-        with np.errstate(all="ignore"):
-            D2 = np.where(Saa > 0, Sxa / Saa, D.astype(F64))
-            D2 = fp16_round(D2.astype(F32))
-        q2 = _q3_round(x, s, D2)
-        E2 = _err16(x, _q3_xhat(q2, s, D2), w)
-        u = _ssum(E2[:, j] for j in range(16)) < _ssum(E[:, j] for j in range(16))
-        q = np.where(u[:, None, None], q2, q)
-        E = np.where(u[:, None], E2, E)
-        D = np.where(u, D2, D)
-    return q, s, D
+def q3_k_bytes(q, sc, d) -> np.ndarray:
+    """q (nb,16,16) -4..3, sc (nb,16) -32..31, d (nb,) -> (nb, 110) Q3_K blocks."""
+    nb = q.shape[0]
+    L = (q + 4).reshape(nb, QK)
+    hb = (L > 3).astype(np.uint8).reshape(nb, 8, 32)     # element 32k+l -> bit k of hmask[l]
+    hmask = np.zeros((nb, 32), dtype=np.uint8)
+    for k in range(8):
+        hmask |= hb[:, k] << k
+    out = np.empty((nb, 110), dtype=np.uint8)
+    out[:, :32] = hmask
+    out[:, 32:96] = _pack2(L & 3)
+    out[:, 96:108] = _q3_pack_scales(sc + 32)
+    out[:, 108:110] = fp16_bytes(d)
+    return out
 
 
 class Q3_K(QuantType, qtype=T.Q3_K):
@@ -551,21 +587,11 @@ class Q3_K(QuantType, qtype=T.Q3_K):
         nrows, n = x.shape
         L, ls, d = q3_k_llama(x, imatrix)
         nb = L.shape[0]
-        w = None if imatrix is None else _block_weights(imatrix, nrows, n).reshape(nb, 16, 16)
+        w = (np.ones((nb, QK), F32) if imatrix is None
+             else _block_weights(imatrix, nrows, n)).reshape(nb, 16, 16)
         xb = np.asarray(x, dtype=F32).reshape(nb, 16, 16)
         q, sc, d = _q3_refine(xb, w, L - 4, ls - 32, d)
-        L, ls = q + 4, sc + 32
-        L = L.reshape(nb, QK)
-        hb = (L > 3).astype(np.uint8).reshape(nb, 8, 32)
-        hmask = np.zeros((nb, 32), dtype=np.uint8)
-        for k in range(8):
-            hmask |= hb[:, k] << k
-        out = np.empty((nb, 110), dtype=np.uint8)
-        out[:, :32] = hmask
-        out[:, 32:96] = _pack2(L & 3)
-        out[:, 96:108] = _q3_pack_scales(ls)
-        out[:, 108:110] = fp16_bytes(d)
-        return out.reshape(nrows, cls.row_bytes(n))
+        return q3_k_bytes(q, sc, d).reshape(nrows, cls.row_bytes(n))
 
     @classmethod
     def dequantize_rows(cls, q):

@@ -72,10 +72,22 @@ def _signed_absmax(b):
     return b[np.arange(b.shape[0]), idx]
 
 
+def _lane_sum(a):
+    """Sum over the last axis (a multiple of 8) in 8 interleaved lanes, lanes combined
+    pairwise: ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). C: lane_sum32 / lane_sum16, which the
+    compiler can vectorize. Used for ggtool's own sums; llama.cpp's routines add sequentially."""
+    a = np.asarray(a, dtype=F32)
+    acc = np.zeros(a.shape[:-1] + (8,), F32)
+    for j in range(0, a.shape[-1], 8):
+        acc = acc + a[..., j:j + 8]
+    a0, a1, a2, a3, a4, a5, a6, a7 = (acc[..., k] for k in range(8))
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
 def _sse(x, xh, w):
-    """Sequential sum(w * (x - xh)^2) per block, float32 (C: e += w[j]*(diff*diff))."""
+    """sum(w * (x - xh)^2) per block, float32, in lanes (C: e[i] = w[i]*(diff*diff))."""
     diff = x - xh
-    return seq_sum(w * (diff * diff))
+    return _lane_sum(w * (diff * diff))
 
 
 def _row_weights(x, imatrix):
@@ -144,8 +156,11 @@ def make_qkx3_quants(x, nmax, w, rmin=F32(-0.9), rdelta=F32(0.05), nstep=36):
     m_best = mn
     L = l0
     for s in range(nstep + 1):
-        iscale = ((rmin + rdelta * F32(s)) + fn) / rng
-        l = np.clip(np.rint(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(F32)
+        # llama.cpp reuses `min`: each trial is taken from the best min so far
+        span = mx - m_best
+        live = span >= GROUP_MAX_EPS  # ggtool: a degenerate span skips the trial
+        iscale = ((rmin + rdelta * F32(s)) + fn) / np.where(live, span, F32(1))
+        l = np.clip(np.rint(iscale[:, None] * (x - m_best[:, None])), 0, nmax).astype(F32)
         wl = w * l
         sum_l = seq_sum(wl)
         sum_l2 = seq_sum(wl * l)
@@ -159,7 +174,7 @@ def make_qkx3_quants(x, nmax, w, rmin=F32(-0.9), rdelta=F32(0.05), nstep=36):
         this_min = np.where(pos, F32(0), this_min)
         this_scale = np.where(pos, sum_xl / np.where(ok & pos, sum_l2, F32(1)), this_scale)
         mad = err(this_scale, this_min, l)
-        better = ok & (mad < best)
+        better = live & ok & (mad < best)
         best = np.where(better, mad, best)
         scale = np.where(better, this_scale, scale)
         m_best = np.where(better, this_min, m_best)
@@ -208,8 +223,8 @@ def _sym_scan(x, w, nmax, steps):
     for s in steps:
         iscale = -(F32(0.1) * F32(s) + fn) / mx
         l = np.clip(np.rint(iscale[:, None] * x), -nmax, nmax - 1).astype(F32)
-        sumlx = seq_sum((w * x) * l)
-        suml2 = seq_sum((w * l) * l)
+        sumlx = _lane_sum((w * x) * l)
+        suml2 = _lane_sum((w * l) * l)
         better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
         d = sumlx / np.where(better, suml2, F32(1))
         best_d = np.where(better, d, best_d)
@@ -218,17 +233,17 @@ def _sym_scan(x, w, nmax, steps):
 
 
 def _sym_refit(x, w, l):
-    sumlx = seq_sum((w * x) * l)
-    suml2 = seq_sum((w * l) * l)
+    sumlx = _lane_sum((w * x) * l)
+    suml2 = _lane_sum((w * l) * l)
     return np.where(suml2 > 0, sumlx / np.where(suml2 > 0, suml2, F32(1)), F32(0)).astype(F32)
 
 
 def _asym_fit(x, w, l, sw, sx):
     """Weighted least squares x ~ d*l + m; ok=False where singular. Returns d, m, gain, ok."""
     wl = w * l
-    sl = seq_sum(wl)
-    sl2 = seq_sum(wl * l)
-    sxl = seq_sum(wl * x)
+    sl = _lane_sum(wl)
+    sl2 = _lane_sum(wl * l)
+    sxl = _lane_sum(wl * x)
     D = sw * sl2 - sl * sl
     ok = D > 0
     Ds = np.where(ok, D, F32(1))
@@ -243,8 +258,8 @@ def _asym_scan(x, w, nmax, scan):
     mn = x.min(axis=1) + F32(0)
     mx = x.max(axis=1) + F32(0)
     rng = np.where(mx - mn >= GROUP_MAX_EPS, mx - mn, F32(1))
-    sw = seq_sum(w)
-    sx = seq_sum(w * x)
+    sw = _lane_sum(w)
+    sx = _lane_sum(w * x)
     best_d = (mx - mn) / fn
     best_m = mn
     best = np.full(x.shape[0], -np.inf, F32)

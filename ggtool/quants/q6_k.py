@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from .base import F32, QuantType, fp16_value, seq_sum
-from .legacy import GROUP_MAX_EPS, _f16, make_qx_quants
+from .base import F32, QuantType, fp16_value
+from .legacy import GROUP_MAX_EPS, _f16, _lane_sum, make_qx_quants
 
 QK_K = 256
 SCALE_TWEAKS = (-1, 1, -2, 2, -3, 3, -4, 4)  # int8 scale offsets tried after llama.cpp's (C: same)
@@ -49,7 +49,7 @@ def _eval(sub, wm, dsub, Lqx):
     L[~ok] = Lqx[~ok]
     xh = dsub[:, None] * np.where(ok[:, None], L - 32, 0).astype(F32)
     diff = sub - xh
-    return L, seq_sum(wm * (diff * diff))
+    return L, _lane_sum(wm * (diff * diff))
 
 
 def quantize_blocks(blocks, imatrix_blocks):

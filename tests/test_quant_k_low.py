@@ -1,0 +1,127 @@
+"""Q2_K and Q3_K: gguf-py decodes our bytes, C == numpy, and never worse than libggml."""
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+from gguf.quants import dequantize as gguf_dequantize
+
+from ggtool import quants
+from ggtool.quants import k_low
+from tests.quantdata import edge_cases, imatrix_for, weighted_sse
+
+TYPES = ["Q2_K", "Q3_K"]
+CASES = edge_cases(512)
+
+
+def _imatrix(kind, n):
+    if kind is None:
+        return None
+    im = imatrix_for(n)
+    if kind == "with_zeros":  # dead input columns happen in real imatrices
+        im = im.copy()
+        im[::5] = 0
+    return im
+
+
+def _both_backends(x, qtype, im, monkeypatch):
+    monkeypatch.delenv("GGTOOL_FORCE_NUMPY", raising=False)
+    a = quants.quantize(x, qtype, im)
+    monkeypatch.setenv("GGTOOL_FORCE_NUMPY", "1")
+    b = quants.quantize(x, qtype, im)
+    monkeypatch.delenv("GGTOOL_FORCE_NUMPY", raising=False)
+    return a, b
+
+
+@pytest.mark.parametrize("qtype", TYPES)
+@pytest.mark.parametrize("im_kind", [None, "lognormal"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_gguf_decodes_what_we_encode(backend, qtype, im_kind, case):
+    x = CASES[case]
+    q = quants.quantize(x, qtype, _imatrix(im_kind, x.shape[1]))
+    assert q.shape == (x.shape[0], x.shape[1] // 256 * (84 if qtype == "Q2_K" else 110))
+    ours = quants.dequantize(q, qtype, x.shape)
+    theirs = gguf_dequantize(q, T[qtype]).reshape(x.shape)
+    np.testing.assert_array_equal(ours, theirs)
+    assert np.isfinite(ours).all()
+
+
+@pytest.mark.parametrize("qtype", TYPES)
+@pytest.mark.parametrize("im_kind", [None, "lognormal", "with_zeros"])
+def test_native_equals_numpy(qtype, im_kind, monkeypatch):
+    if qtype not in quants.NATIVE_KERNELS:
+        pytest.skip(f"no native {qtype}")
+    rng = np.random.default_rng(7)
+    cases = dict(CASES)
+    cases["random_wide"] = rng.standard_normal((24, 1024)).astype(np.float32)
+    for case, x in cases.items():
+        a, b = _both_backends(x, qtype, _imatrix(im_kind, x.shape[1]), monkeypatch)
+        assert a.tobytes() == b.tobytes(), case
+
+
+@pytest.mark.parametrize("qtype", TYPES)
+def test_zero_rows_and_error_bounds(backend, qtype, rng):
+    assert quants.quantize(np.zeros((0, 256), np.float32), qtype).shape == (0, 84 if qtype == "Q2_K" else 110)
+    x = np.zeros((3, 256), np.float32)
+    np.testing.assert_array_equal(quants.dequantize(quants.quantize(x, qtype), qtype, x.shape), x)
+    x = rng.standard_normal((16, 512)).astype(np.float32)
+    xh = quants.dequantize(quants.quantize(x, qtype), qtype, x.shape)
+    rel = weighted_sse(x, xh) / weighted_sse(x, 0 * x)
+    assert rel < (0.09 if qtype == "Q2_K" else 0.035)  # 2.6 / 3.4 bits per weight on N(0, 1)
+
+
+# ---------------------------------------------------------------- the libggml yardstick
+
+def _smollm2_rows(path, nrows=96):
+    """Noised real weights: ffn_down rows (1536 long) of a few layers."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    rng = np.random.default_rng(3)
+    rows = []
+    for t in reader.tensors:
+        if t.name in ("blk.0.ffn_down.weight", "blk.15.ffn_down.weight", "blk.29.ffn_down.weight"):
+            w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+            rows.append(w[: nrows // 3])
+    x = np.concatenate(rows)
+    return (x + rng.standard_normal(x.shape) * (0.05 * x.std())).astype(np.float32)
+
+
+def _ggml(x, qtype, im):
+    from ggtool.llamacpp import ggml_quantize
+
+    return ggml_quantize(x, qtype, im)
+
+
+@pytest.mark.parametrize("qtype", TYPES)
+@pytest.mark.parametrize("use_im", [False, True])
+def test_llama_port_matches_libggml_bytes(llama_cpp_ok, qtype, use_im, rng):
+    """Our port of llama.cpp's algorithm (before the refinement) gives libggml's bytes."""
+    x = rng.standard_normal((32, 512)).astype(np.float32)
+    im = imatrix_for(512) if use_im else None
+    theirs = _ggml(x, qtype, im).reshape(-1, 84 if qtype == "Q2_K" else 110)
+    if qtype == "Q2_K":
+        L, sb, d, dmin = k_low.q2_k_llama(x, im)
+        ours = k_low.q2_k_bytes(L, sb & 0xF, sb >> 4, d, dmin)
+    else:
+        L, ls, d = k_low.q3_k_llama(x, im)
+        ours = k_low.q3_k_bytes(L - 4, ls - 32, d)
+    same = (ours == theirs).all(axis=1).mean()
+    assert same >= 0.99, same
+
+
+@pytest.mark.parametrize("qtype", TYPES)
+@pytest.mark.parametrize("use_im", [False, True])
+@pytest.mark.parametrize("data", ["random", "smollm2", "edge"])
+def test_error_never_above_libggml(llama_cpp_ok, backend, qtype, use_im, data, request):
+    if data == "random":
+        xs = [np.random.default_rng(11).standard_normal((48, 1024)).astype(np.float32)]
+    elif data == "smollm2":
+        xs = [_smollm2_rows(request.getfixturevalue("smollm2_gguf"))]
+    else:
+        xs = list(CASES.values())
+    for x in xs:
+        im = imatrix_for(x.shape[1]) if use_im else None
+        ours = quants.dequantize(quants.quantize(x, qtype, im), qtype, x.shape)
+        theirs = gguf_dequantize(_ggml(x, qtype, im), T[qtype]).reshape(x.shape)
+        e_ours, e_theirs = weighted_sse(x, ours, im), weighted_sse(x, theirs, im)
+        assert e_ours <= e_theirs, (e_ours, e_theirs)
