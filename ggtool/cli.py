@@ -38,30 +38,99 @@ def cli():
     """ggtool: get a model onto your machine as a GGUF at the size you can afford."""
 
 
-@cli.command()
-@click.argument("src", type=click.Path(path_type=str))
-@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=str), help="output .gguf file")
-@click.option("--type", "out_type", default="F16", show_default=True,
-              type=click.Choice(["F32", "F16", "BF16", "Q8_0"], case_sensitive=False),
-              help="tensor type for the weights (norms and biases stay F32)")
-@click.option("--threads", type=int, default=None, help="quantizer threads (default: all cores)")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON on stdout")
-@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def convert(src, out, out_type, threads, as_json, quiet):
-    """Convert a Hugging Face checkpoint folder (or a GGUF) to GGUF."""
-    from .convert import convert as do_convert
+def quant_options(f):
+    """Options shared by `convert --quant` and `quantize`."""
+    opts = [
+        click.option("--rules", default="llama.cpp", show_default=True, type=click.Choice(["llama.cpp"]),
+                     help="how each tensor's type is chosen within the mix"),
+        click.option("--tensor-type", "tensor_types", multiple=True, metavar="REGEX=TYPE",
+                     help="force a type for tensors whose name matches REGEX (repeatable)"),
+        click.option("--output-tensor-type", default=None, help="type for output.weight"),
+        click.option("--token-embedding-type", default=None, help="type for token_embd.weight"),
+        click.option("--threads", type=int, default=None, help="quantizer threads (default: all cores)"),
+        click.option("--json", "as_json", is_flag=True, help="print the result as JSON on stdout"),
+        click.option("-q", "--quiet", is_flag=True, help="no progress bar"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
 
-    res = do_convert(src, out, out_type.upper(), threads=threads, progress=not quiet, log=say)
+
+def mix_opts(tensor_types, output_tensor_type, token_embedding_type) -> dict:
+    from .mixes import parse_tensor_type
+
+    return {"overrides": [parse_tensor_type(s) for s in tensor_types],
+            "output_type": output_tensor_type, "token_embd_type": token_embedding_type}
+
+
+def report(res, as_json: bool) -> None:
+    from collections import Counter
+
     summary = {
-        "output": str(res.path), "type": res.mix, "tensors": res.n_tensors, "bytes": res.nbytes,
+        "output": str(res.path), "mix": res.mix, "tensors": res.n_tensors, "bytes": res.nbytes,
         "params": res.n_params, "bits_per_weight": round(res.bits_per_weight, 3),
-        "seconds": round(res.seconds, 2), "warnings": res.warnings,
+        "seconds": round(res.seconds, 2), "tensor_types": dict(Counter(res.types.values())),
+        "warnings": res.warnings,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+        return
+    kinds = ", ".join(f"{n} {t}" for t, n in Counter(res.types.values()).most_common())
+    say(f"wrote {res.path}: {res.n_tensors} tensors ({kinds}), {human_bytes(res.nbytes)}, "
+        f"{res.bits_per_weight:.2f} bits/weight, {res.seconds:.1f} s")
+
+
+@cli.command()
+@click.argument("src", type=click.Path(path_type=str))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=str), help="output .gguf file")
+@click.option("--type", "out_type", default=None,
+              type=click.Choice(["F32", "F16", "BF16", "Q8_0"], case_sensitive=False),
+              help="one type for every matrix (norms and biases stay F32) [default: F16]")
+@click.option("--quant", default=None, metavar="MIX",
+              help="quantize in the same pass: Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16, BF16, F32")
+@quant_options
+def convert(src, out, out_type, quant, rules, tensor_types, output_tensor_type, token_embedding_type,
+            threads, as_json, quiet):
+    """Convert a Hugging Face checkpoint folder (or a GGUF) to GGUF.
+
+    With --quant, safetensors go straight to the quantized GGUF: no F16 file in between.
+    """
+    from .convert import convert as do_convert
+
+    if out_type and quant:
+        raise click.UsageError("give --type or --quant, not both")
+    if quant:
+        res = do_convert(src, out, quant, rules=rules, threads=threads, progress=not quiet, log=say,
+                         **mix_opts(tensor_types, output_tensor_type, token_embedding_type))
     else:
-        say(f"wrote {res.path}: {res.n_tensors} tensors, {human_bytes(res.nbytes)}, "
-            f"{res.bits_per_weight:.2f} bits/weight, {res.seconds:.1f} s")
+        if tensor_types or output_tensor_type or token_embedding_type:
+            raise click.UsageError("--tensor-type/--output-tensor-type/--token-embedding-type go with --quant")
+        res = do_convert(src, out, (out_type or "F16").upper(), threads=threads, progress=not quiet, log=say)
+    report(res, as_json)
+
+
+@cli.command()
+@click.argument("src", type=click.Path(path_type=str))
+@click.argument("out", type=click.Path(path_type=str))
+@click.option("--quant", required=True, metavar="MIX", help="Q2_K .. Q8_0, see `ggtool convert --help`")
+@click.option("--allow-requantize", is_flag=True, help="accept an already quantized input (loses quality)")
+@quant_options
+def quantize(src, out, quant, allow_requantize, rules, tensor_types, output_tensor_type, token_embedding_type,
+             threads, as_json, quiet):
+    """Quantize an F32/F16/BF16 GGUF (as llama-quantize does)."""
+    from .convert import convert as do_convert
+    from .errors import InputError
+    from .sources import GGUFSource, open_source
+
+    source = open_source(src)
+    if not isinstance(source, GGUFSource):
+        source.close()
+        raise InputError(f"{src} is not a GGUF file", hint=f"for a checkpoint folder use: ggtool convert {src} -o {out} --quant {quant}")
+    if source.warnings and not allow_requantize:
+        raise InputError(f"{src} is already quantized", hint="quantize from an F32/F16/BF16 GGUF, or pass --allow-requantize")
+    res = do_convert(src, out, quant, rules=rules, threads=threads, progress=not quiet, log=say, source=source,
+                     **mix_opts(tensor_types, output_tensor_type, token_embedding_type))
+    report(res, as_json)
 
 
 @cli.command()

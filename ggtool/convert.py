@@ -57,15 +57,26 @@ def plain_plan(src: Source, mix: str) -> tuple[dict[str, T], int]:
     return plan, ftype
 
 
-def plan_types(src: Source, mix: str, **opts) -> tuple[dict[str, T], int]:
+def plan_types(src: Source, mix: str, rules: str = "plain", **opts) -> tuple[dict[str, T], int]:
+    """Type of every tensor plus general.file_type.
+
+    rules="plain": `ggtool convert --type` (one type for every matrix, as convert_hf_to_gguf);
+    rules="llama.cpp": a quantization mix chosen exactly as llama-quantize would.
+    """
     mix_u = mix.upper()
-    if mix_u in PLAIN_TYPES and not opts.get("force_mix_rules"):
+    if rules == "plain":
+        if mix_u not in PLAIN_TYPES:
+            raise QuantError(f"unknown output type {mix!r}", hint="valid: " + ", ".join(PLAIN_TYPES))
         return plain_plan(src, mix_u)
-    try:
-        from . import mixes
-    except ImportError:  # pragma: no cover
-        raise QuantError(f"unknown type {mix!r}", hint="valid: " + ", ".join(PLAIN_TYPES)) from None
-    return mixes.plan_for_source(src, mix_u, **opts)
+    if rules != "llama.cpp":
+        raise QuantError(f"unknown rules {rules!r}", hint="valid: plain, llama.cpp")
+    from . import mixes
+
+    m = mixes.get_mix(mix_u)
+    info = mixes.ModelInfo(arch=src.info.arch, n_layer=src.info.n_layer, n_head=src.info.n_head,
+                           n_head_kv=src.info.n_head_kv, n_expert=src.info.n_expert)
+    plan = mixes.plan_types(src.tensors, info, m, **opts)
+    return plan, m.ftype
 
 
 def _progress(total: int, enabled: bool):
@@ -75,7 +86,7 @@ def _progress(total: int, enabled: bool):
                 disable=None if enabled else True, dynamic_ncols=True, leave=False)  # None: only on a TTY
 
 
-def convert(src_path, out_path, mix: str = "F16", *, threads: int | None = None,
+def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threads: int | None = None,
             progress: bool = True, log=None, source: Source | None = None, **mix_opts) -> ConvertResult:
     """Write `out_path` from `src_path` with every tensor typed by `mix`."""
     t0 = time.perf_counter()
@@ -84,7 +95,7 @@ def convert(src_path, out_path, mix: str = "F16", *, threads: int | None = None,
     try:
         for w in src.warnings:
             log(f"warning: {w}")
-        plan, ftype = plan_types(src, mix, **mix_opts)
+        plan, ftype = plan_types(src, mix, rules, **mix_opts)
         out = GGUFOutput(out_path, src.arch)
         with out:
             w = out.writer

@@ -2,7 +2,8 @@
  * Layout (210 bytes): ql[128], qh[64], int8 scales[16], fp16 d.
  * Mirrors ggtool/quants/q6_k.py byte for byte: llama.cpp's result (make_qx_quants(16, 32)
  * per sub-block, int8 sub-block scales with d = max_scale/-128), then per sub-block the
- * neighbouring int8 scales are tried and the lowest error sum(w*(x - x_hat)^2) kept. */
+ * int8 scales sc-4..sc+4 are tried and the lowest error sum(w*(x - x_hat)^2) kept
+ * (llama.cpp's first among equals). Candidate errors add in 8 lanes (lane_sum16). */
 #include "ggq.h"
 
 /* Let GCC vectorize the clamp selects: FP exception flags are never inspected here, and
@@ -39,7 +40,11 @@ static inline float lane_sum16(const float *restrict e) {
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-/* llama.cpp make_qx_quants(16, 32, x, L, rmse_type=1, w) (sequential sums); L in 0..63 */
+/* llama.cpp make_qx_quants(16, 32, x, L, rmse_type=1, w); L in 0..63.
+ * Its 19 trials (iscale = -32/max, then -(32 + 0.1*is)/max, is = -9..9 but 0) are
+ * computed side by side, [element][trial], so the compiler vectorizes across trials;
+ * each trial's sums still run sequentially over the elements, as in llama.cpp. */
+#define NT 20 /* 19 trials + 1 pad */
 static float make_qx_16(const float *restrict x, const float *restrict w, uint8_t *restrict L) {
     float amax = fabsf(x[0]), max = x[0];
     for (int i = 1; i < 16; i++) {
@@ -50,34 +55,40 @@ static float make_qx_16(const float *restrict x, const float *restrict w, uint8_
         memset(L, 0, 16);
         return 0.0f;
     }
-    float wx[16], l[16];
-    for (int i = 0; i < 16; i++) wx[i] = w[i] * x[i];
-    float scale = 0.0f, best = 0.0f;
-    for (int is = -10; is <= 9; is++) {  /* is = -10: the first trial, iscale = -32/max */
-        if (is == 0) continue;
-        const float iscale = is == -10 ? -32.0f / max : -(0.1f * (float)is + 32.0f) / max;
-        for (int i = 0; i < 16; i++) l[i] = clampf(rint_f(iscale * x[i]), -32.0f, 31.0f);
-        float sumlx = 0.0f, suml2 = 0.0f;
-        for (int i = 0; i < 16; i++) {
-            sumlx += wx[i] * l[i];
-            suml2 += (w[i] * l[i]) * l[i];
-        }
-        if (is == -10) {
-            scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
-            best = scale * sumlx;
-        } else if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        } else {
-            continue;
-        }
-        for (int i = 0; i < 16; i++) L[i] = (uint8_t)(int)(l[i] + 32.0f);
+    float iscale[NT], lt[16][NT], sa[NT], sb[NT];
+    iscale[0] = -32.0f / max;
+    for (int t = 1; t < 19; t++) {
+        const int is = t <= 9 ? t - 10 : t - 9;
+        iscale[t] = -(0.1f * (float)is + 32.0f) / max;
     }
+    iscale[19] = iscale[0];
+    for (int t = 0; t < NT; t++) sa[t] = sb[t] = 0.0f;
+    for (int i = 0; i < 16; i++) {
+        const float wx = w[i] * x[i];
+        for (int t = 0; t < NT; t++) {
+            const float l = clampf(rint_f(iscale[t] * x[i]), -32.0f, 31.0f);
+            lt[i][t] = l;
+            sa[t] += wx * l;
+            sb[t] += (w[i] * l) * l;
+        }
+    }
+    int tb = 0;
+    float scale = sb[0] != 0.0f ? sa[0] / sb[0] : 0.0f;
+    float best = scale * sa[0];
+    for (int t = 1; t < 19; t++) {
+        if (sb[t] > 0.0f && sa[t] * sa[t] > best * sb[t]) {
+            scale = sa[t] / sb[t];
+            best = scale * sa[t];
+            tb = t;
+        }
+    }
+    for (int i = 0; i < 16; i++) L[i] = (uint8_t)(int)(lt[i][tb] + 32.0f);
     return scale;
 }
 
 /* levels for sub-block scale dsub (fallback Lqx when dsub == 0); returns the error */
-static float eval_sub(const float *restrict x, const float *restrict wm, float dsub, const uint8_t *restrict Lqx, float *restrict l) {
+static float eval_sub(const float *restrict x, const float *restrict wm, float dsub,
+                      const uint8_t *restrict Lqx, float *restrict l) {
     float e[16];
     if (dsub != 0.0f) {
         for (int i = 0; i < 16; i++) {
@@ -94,7 +105,8 @@ static float eval_sub(const float *restrict x, const float *restrict wm, float d
     return lane_sum16(e);
 }
 
-static void quantize_block(const float *restrict x, const float *restrict qw, uint8_t *restrict y) {
+static void quantize_block(const float *restrict x, const float *restrict qw,
+                           uint8_t *restrict y) {
     static const float ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     uint8_t Lqx[QK_K], L[QK_K];
     float scales[16], w2[16];

@@ -59,6 +59,11 @@ static inline float safe_inv(float d) { return d != 0.0f ? 1.0f / d : 0.0f; }
 
 static inline float fp16_round(float v) { return ggq_fp16_to_fp32(ggq_fp32_to_fp16(v)); }
 
+/* fp16_round with |v| clamped to the largest finite fp16 (numpy fp16_sat) */
+static inline float fp16_sat(float v) {
+    return fp16_round(v > 65504.0f ? 65504.0f : (v < -65504.0f ? -65504.0f : v));
+}
+
 /* our own sums (numpy lane_sum): lane k adds elements j = k mod 4 in order, then
  * (l0 + l1) + (l2 + l3). Four short chains instead of one long one; vectorizes. */
 static inline float lanes_total(const float *a) { return (a[0] + a[1]) + (a[2] + a[3]); }
@@ -205,11 +210,11 @@ int ggq_quantize_iq4_nl(const float *x, uint8_t *y, int64_t nrows, int64_t n_per
             s[0] = s0;
             e[0] = err_q(xb, wm, s0, Q[0]);
             /* 1: same scale, indices for the rounded one; 2: best wm scale; 3: 2 refitted */
-            s[1] = s0;
-            e[1] = block_pick(xb, wm, s0, Q[1]);
-            s[2] = fp16_round(d_m);
+            s[1] = fp16_sat(d_ll);
+            e[1] = block_pick(xb, wm, s[1], Q[1]);
+            s[2] = fp16_sat(d_m);
             e[2] = block_pick(xb, wm, s[2], Q[2]);
-            s[3] = fp16_round(block_refit(xb, wm, Q[2]));
+            s[3] = fp16_sat(block_refit(xb, wm, Q[2]));
             e[3] = block_pick(xb, wm, s[3], Q[3]);
             int k = 0;
             for (int c = 1; c < 4; c++)
@@ -252,8 +257,9 @@ static float super_scale(const float *scales, int div) {
     return div > 0 ? mx / (float)div : -mx / (float)(-div);
 }
 
-/* Per sub-block: the best of (optional) opt0 and of l in base_i[ib] + deltas_i.
- * c->s and, when have_opt0, c->l / c->L / c->err already hold opt0. */
+/* Per sub-block: the best of (optional) option 0 and of l = bases[b][ib] + delta, delta in
+ * {0} (ndeltas[b] == 1) or {-1, 0, 1} (ndeltas[b] == 3); ties keep the earlier option.
+ * c->s and, when have_opt0, c->l / c->q / c->err already hold option 0. */
 static void xs_choose(const float *xs, const float *wm, xs_cand *c, int have_opt0, int nbases,
                       const int (*bases)[8], const int *ndeltas) {
     float qt[32];
@@ -324,7 +330,7 @@ int ggq_quantize_iq4_xs(const float *x, uint8_t *y, int64_t nrows, int64_t n_per
             int bases[2][8];
             xs_cand *c = &cand[0];
             const float d = super_scale(d_ll, -32);
-            c->s = fp16_round(d);
+            c->s = fp16_sat(d);
             for (int ib = 0; ib < 8; ib++) {
                 const int l = sub_l(d, d_ll[ib]);
                 const float *xb = xs + ib * 32;
@@ -340,7 +346,7 @@ int ggq_quantize_iq4_xs(const float *x, uint8_t *y, int64_t nrows, int64_t n_per
             for (int v = 0; v < 2; v++) {
                 c = &cand[1 + v];
                 const float dv = super_scale(d_m, v == 0 ? -32 : 31);
-                c->s = fp16_round(dv);
+                c->s = fp16_sat(dv);
                 for (int ib = 0; ib < 8; ib++) bases[0][ib] = sub_l(dv, d_m[ib]);
                 xs_choose(xs, wm, c, 0, 1, (const int(*)[8])bases, NDELTA_BC);
             }
@@ -353,17 +359,17 @@ int ggq_quantize_iq4_xs(const float *x, uint8_t *y, int64_t nrows, int64_t n_per
                 const xs_cand *bst = &cand[k];
                 float ax[4] = {0.0f, 0.0f, 0.0f, 0.0f}, a2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 for (int j = 0; j < 256; j += 4) {
-                    for (int k = 0; k < 4; k++) {
-                        const float q = (float)bst->l[(j + k) / 32] * bst->q[j + k];
-                        const float wq = wm[j + k] * q;
-                        ax[k] += wq * xs[j + k];
-                        a2[k] += wq * q;
+                    for (int m = 0; m < 4; m++) {
+                        const float q = (float)bst->l[(j + m) / 32] * bst->q[j + m];
+                        const float wq = wm[j + m] * q;
+                        ax[m] += wq * xs[j + m];
+                        a2[m] += wq * q;
                     }
                 }
                 const float sumqx = lanes_total(ax), sumq2 = lanes_total(a2);
                 const float dr = sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
                 c = &cand[3];
-                c->s = fp16_round(dr);
+                c->s = fp16_sat(dr);
                 for (int ib = 0; ib < 8; ib++) {
                     bases[0][ib] = bst->l[ib];
                     bases[1][ib] = sub_l(dr, d_m[ib]);

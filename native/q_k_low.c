@@ -7,19 +7,42 @@
 #define QK 256
 #define EPS 1e-15f /* llama.cpp GROUP_MAX_EPS */
 
+/* Every per-block function is force-inlined into the row loops, which exist twice on x86 with
+ * GCC/Clang: plain, and compiled for AVX (picked at run time). Same arithmetic in the same
+ * order either way (no FMA: -ffp-contract=off), so the bytes are identical; AVX is only faster. */
+#if defined(__GNUC__) || defined(__clang__)
+#define KL_INLINE static inline __attribute__((always_inline))
+#else
+#define KL_INLINE static inline
+#endif
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define KL_AVX_DISPATCH 1
+#endif
+
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
 
+/* llama.cpp's nearest_int(v) clamped to [lo, hi], written so that the compiler vectorizes it */
+KL_INLINE int nint_clamp(float v, int lo, int hi) {
+    float t = v + 12582912.f;
+    int32_t bits;
+    memcpy(&bits, &t, 4);
+    int l = (bits & 0x007fffff) - 0x00400000;
+    l = l < lo ? lo : l;
+    return l > hi ? hi : l;
+}
+
 /* ------------------------------------------------------------ llama.cpp search routines */
 
-/* make_qkx2_quants / make_qkx3_quants with weights: asymmetric scale + min search. */
-static float make_qkx(int n, int nmax, const float *x, const float *w, uint8_t *L,
-                      float *the_min, float rmin, float rdelta, int nstep, int use_mad) {
-    uint8_t Laux[16];
+/* make_qkx2_quants / make_qkx3_quants with weights, for 16 values: asymmetric scale + min search.
+ * The element-wise work sits in loops of its own (vectorized); the sums stay sequential. */
+KL_INLINE float make_qkx16(int nmax, const float *x, const float *w, float *L,
+                           float *the_min, float rmin, float rdelta, int nstep, int use_mad) {
+    float Lf[16], La[16], t[16], wl[16], wl2[16], wlx[16];
     float min = x[0], max = x[0];
     float sum_w = w[0];
     float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; i++) {
+    for (int i = 1; i < 16; i++) {
         if (x[i] < min) min = x[i];
         if (x[i] > max) max = x[i];
         sum_w += w[i];
@@ -27,33 +50,33 @@ static float make_qkx(int n, int nmax, const float *x, const float *w, uint8_t *
     }
     if (min > 0) min = 0;
     if (max == min) {
-        for (int i = 0; i < n; i++) L[i] = 0;
+        for (int i = 0; i < 16; i++) L[i] = 0;
         *the_min = -min;
         return 0.f;
     }
     float iscale = nmax / (max - min);
     float scale = 1 / iscale;
-    float best = 0;
-    for (int i = 0; i < n; i++) {
-        int l = ggq_nearest_int(iscale * (x[i] - min));
-        L[i] = (uint8_t)imax(0, imin(nmax, l));
-        float diff = scale * L[i] + min - x[i];
+    for (int i = 0; i < 16; i++) Lf[i] = (float)nint_clamp(iscale * (x[i] - min), 0, nmax);
+    for (int i = 0; i < 16; i++) {
+        float diff = scale * Lf[i] + min - x[i];
         diff = use_mad ? fabsf(diff) : diff * diff;
-        best += w[i] * diff;
+        t[i] = w[i] * diff;
     }
+    float best = 0;
+    for (int i = 0; i < 16; i++) best += t[i];
     for (int is = 0; is <= nstep; is++) {
-        float isc = (rmin + rdelta * is + nmax) / (max - min);
-        float sl = 0, sl2 = 0, sxl = 0;
-        for (int i = 0; i < n; i++) {
-            int l = ggq_nearest_int(isc * (x[i] - min));
-            l = imax(0, imin(nmax, l));
-            Laux[i] = (uint8_t)l;
-            float wl = w[i] * l;
-            sl += wl;
-            sl2 += wl * l;
-            sxl += wl * x[i];
+        /* as in llama.cpp, a better candidate's min also moves the range of the next tries */
+        const float isc = (rmin + rdelta * is + nmax) / (max - min);
+        for (int i = 0; i < 16; i++) {
+            const float l = (float)nint_clamp(isc * (x[i] - min), 0, nmax);
+            La[i] = l;
+            wl[i] = w[i] * l;
+            wl2[i] = wl[i] * l;
+            wlx[i] = wl[i] * x[i];
         }
-        float D = sum_w * sl2 - sl * sl;
+        float sl = 0, sl2 = 0, sxl = 0;
+        for (int i = 0; i < 16; i++) { sl += wl[i]; sl2 += wl2[i]; sxl += wlx[i]; }
+        const float D = sum_w * sl2 - sl * sl;
         if (D > 0) {
             float this_scale = (sum_w * sxl - sum_x * sl) / D;
             float this_min = (sl2 * sum_x - sl * sxl) / D;
@@ -61,57 +84,61 @@ static float make_qkx(int n, int nmax, const float *x, const float *w, uint8_t *
                 this_min = 0;
                 this_scale = sxl / sl2;
             }
-            float cur = 0;
-            for (int i = 0; i < n; i++) {
-                float diff = this_scale * Laux[i] + this_min - x[i];
+            for (int i = 0; i < 16; i++) {
+                float diff = this_scale * La[i] + this_min - x[i];
                 diff = use_mad ? fabsf(diff) : diff * diff;
-                cur += w[i] * diff;
+                t[i] = w[i] * diff;
             }
+            float cur = 0;
+            for (int i = 0; i < 16; i++) cur += t[i];
             if (cur < best) {
-                memcpy(L, Laux, (size_t)n);
+                memcpy(Lf, La, sizeof Lf);
                 best = cur;
                 scale = this_scale;
                 min = this_min;
             }
         }
     }
+    memcpy(L, Lf, sizeof Lf);
     *the_min = -min;
     return scale;
 }
 
-/* make_q3_quants(do_rmse = true): symmetric, w = x^2, coordinate descent. L = q + nmax. */
-static float make_q3(int n, int nmax, const float *x, int8_t *L) {
+/* make_q3_quants(do_rmse = true) for 16 values: symmetric, w = x^2, coordinate descent.
+ * L = q + nmax. Element-wise work in loops of its own, sums sequential. */
+KL_INLINE float make_q3_16(int nmax, const float *x, int8_t *L) {
+    float W[16], WX[16], Lf[16], t1[16], t2[16];
     float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < 16; i++) {
         float ax = fabsf(x[i]);
         if (ax > amax) { amax = ax; max = x[i]; }
     }
     if (amax < EPS) {
-        for (int i = 0; i < n; i++) L[i] = 0;
+        for (int i = 0; i < 16; i++) L[i] = 0;
         return 0.f;
     }
-    float iscale = -nmax / max;
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = ggq_nearest_int(iscale * x[i]);
-        l = imax(-nmax, imin(nmax - 1, l));
-        L[i] = (int8_t)l;
-        float w = x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
+    const float iscale = -nmax / max;
+    for (int i = 0; i < 16; i++) {
+        W[i] = x[i] * x[i];
+        WX[i] = W[i] * x[i];
+        Lf[i] = (float)nint_clamp(iscale * x[i], -nmax, nmax - 1);
+        t1[i] = WX[i] * Lf[i];
+        t2[i] = W[i] * Lf[i] * Lf[i];
     }
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < 16; i++) { sumlx += t1[i]; suml2 += t2[i]; }
+    for (int i = 0; i < 16; i++) L[i] = (int8_t)Lf[i];
     for (int itry = 0; itry < 5; itry++) {
         int changed = 0;
-        for (int i = 0; i < n; i++) {
-            float w = x[i] * x[i];
-            float slx = sumlx - w * x[i] * L[i];
+        for (int i = 0; i < 16; i++) {
+            float slx = sumlx - WX[i] * L[i];
             if (slx > 0) {
-                float sl2 = suml2 - w * L[i] * L[i];
+                float sl2 = suml2 - W[i] * L[i] * L[i];
                 int nl = ggq_nearest_int(x[i] * sl2 / slx);
                 nl = imax(-nmax, imin(nmax - 1, nl));
                 if (nl != L[i]) {
-                    slx += w * x[i] * nl;
-                    sl2 += w * nl * nl;
+                    slx += WX[i] * nl;
+                    sl2 += W[i] * nl * nl;
                     if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
                         L[i] = (int8_t)nl; sumlx = slx; suml2 = sl2;
                         changed++;
@@ -121,56 +148,52 @@ static float make_q3(int n, int nmax, const float *x, int8_t *L) {
         }
         if (!changed) break;
     }
-    for (int i = 0; i < n; i++) L[i] = (int8_t)(L[i] + nmax);
+    for (int i = 0; i < 16; i++) L[i] = (int8_t)(L[i] + nmax);
     return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-/* make_qx_quants(rmse_type = 1) with weights: symmetric, 18 extra scale tries. L = q + nmax. */
-static float make_qx(int n, int nmax, const float *x, const float *w, int8_t *L) {
+/* make_qx_quants(rmse_type = 1) with weights, for 16 values: symmetric, 18 extra scale tries.
+ * L = q + nmax. */
+KL_INLINE float make_qx16(int nmax, const float *x, const float *w, int8_t *L) {
+    float wx[16], Lf[16], t1[16], t2[16];
     float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < 16; i++) {
         float ax = fabsf(x[i]);
         if (ax > amax) { amax = ax; max = x[i]; }
     }
     if (amax < EPS) {
-        for (int i = 0; i < n; i++) L[i] = 0;
+        for (int i = 0; i < 16; i++) L[i] = 0;
         return 0.f;
     }
-    float iscale = -nmax / max;
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = ggq_nearest_int(iscale * x[i]);
-        l = imax(-nmax, imin(nmax - 1, l));
-        L[i] = (int8_t)(l + nmax);
-        sumlx += w[i] * x[i] * l;
-        suml2 += w[i] * l * l;
-    }
-    float scale = suml2 ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; is++) {
-        if (is == 0) continue;
-        iscale = -(nmax + 0.1f * is) / max;
-        sumlx = suml2 = 0;
-        for (int i = 0; i < n; i++) {
-            int l = ggq_nearest_int(iscale * x[i]);
-            l = imax(-nmax, imin(nmax - 1, l));
-            sumlx += w[i] * x[i] * l;
-            suml2 += w[i] * l * l;
+    for (int i = 0; i < 16; i++) wx[i] = w[i] * x[i];
+    float scale = 0, best = 0;
+    for (int is = 0; is <= 18; is++) {
+        /* is == 0: llama.cpp's first pass at -nmax/max; then -(nmax + 0.1*k)/max, k = -9..9, k != 0 */
+        const int k = is <= 9 ? is - 10 : is - 9;
+        const float iscale = is == 0 ? -nmax / max : -(nmax + 0.1f * k) / max;
+        for (int i = 0; i < 16; i++) {
+            Lf[i] = (float)nint_clamp(iscale * x[i], -nmax, nmax - 1);
+            t1[i] = wx[i] * Lf[i];
+            t2[i] = w[i] * Lf[i] * Lf[i];
         }
-        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; i++) {
-                int l = ggq_nearest_int(iscale * x[i]);
-                L[i] = (int8_t)(nmax + imax(-nmax, imin(nmax - 1, l)));
-            }
+        float sumlx = 0, suml2 = 0;
+        for (int i = 0; i < 16; i++) { sumlx += t1[i]; suml2 += t2[i]; }
+        if (is == 0) {
+            scale = suml2 ? sumlx / suml2 : 0.0f;
+            best = scale * sumlx;
+        } else if (!(suml2 > 0 && sumlx * sumlx > best * suml2)) {
+            continue;
+        } else {
             scale = sumlx / suml2;
             best = scale * sumlx;
         }
+        for (int i = 0; i < 16; i++) L[i] = (int8_t)(Lf[i] + nmax);
     }
     return scale;
 }
 
 /* make_qp_quants: unsigned quantization of the sub-block scales (or mins). */
-static float make_qp(int n, int nmax, const float *x, uint8_t *L, const float *w) {
+KL_INLINE float make_qp(int n, int nmax, const float *x, uint8_t *L, const float *w) {
     float max = 0;
     for (int i = 0; i < n; i++) max = max > x[i] ? max : x[i];
     if (max < EPS) {
@@ -226,11 +249,11 @@ static float make_qp(int n, int nmax, const float *x, uint8_t *L, const float *w
     return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-static void pack2(const uint8_t *L, uint8_t *qs) {
+KL_INLINE void pack2(const float *L, uint8_t *qs) {
     for (int h = 0; h < 2; h++) {
-        const uint8_t *l0 = L + 128 * h;
+        const float *l0 = L + 128 * h;
         for (int l = 0; l < 32; l++) {
-            qs[32 * h + l] = (uint8_t)(l0[l] | (l0[l + 32] << 2) | (l0[l + 64] << 4) | (l0[l + 96] << 6));
+            qs[32 * h + l] = (uint8_t)((int)l0[l] | ((int)l0[l + 32] << 2) | ((int)l0[l + 64] << 4) | ((int)l0[l + 96] << 6));
         }
     }
 }
@@ -238,90 +261,208 @@ static void pack2(const uint8_t *L, uint8_t *qs) {
 /* ------------------------------------------------------------ Q2_K */
 
 /* Re-round sub-blocks with their stored scales; a sub-block with d*sc == 0 keeps its L. */
-static void q2_requant(const float *x, uint8_t *L, const uint8_t *sb, float d, float dmin) {
+KL_INLINE void q2_requant(const float *x, float *L, const uint8_t *sb, float d, float dmin) {
     for (int j = 0; j < 16; j++) {
         const float dl = d * (sb[j] & 0xF);
         if (!dl) continue;
         const float ml = dmin * (sb[j] >> 4);
-        for (int i = 0; i < 16; i++) {
-            int l = ggq_nearest_int((x[16 * j + i] + ml) / dl);
-            L[16 * j + i] = (uint8_t)imax(0, imin(3, l));
-        }
+        const float *restrict xj = x + 16 * j;
+        float *restrict Lj = L + 16 * j;
+        for (int i = 0; i < 16; i++) Lj[i] = (float)nint_clamp((xj[i] + ml) / dl, 0, 3);
     }
 }
 
 /* ------------------------------------------------------------ refinement (ours)
- * Per sub-block, try nearby integer scales (re-rounding the values), then refit the fp16
- * super-block scale(s) by weighted least squares; keep a change only if the float64 error
- * sum(w*(x - x_hat)^2), x_hat exactly as dequantized, goes strictly down. */
+ * After llama.cpp's result, per block: (1) per sub-block, try nearby integer scales (and mins),
+ * re-rounding the 16 values, keep the lowest error; (2) refit the fp16 super-block scale(s) by
+ * weighted least squares, re-round everything, keep it if the error goes down; repeat.
+ * The search is float32 with 4 interleaved partial sums (lane k: elements k, k+4, k+8, k+12,
+ * then (l0+l1)+(l2+l3)), which the compiler vectorizes. A final float64 guard keeps llama.cpp's
+ * block unless ours is strictly better. Error = sum(w*(x - x_hat)^2), x_hat as dequantized. */
 
-#ifndef REFINE_ROUNDS
 #define REFINE_ROUNDS 2
+#define MAGIC 12582912.f /* (v + MAGIC) - MAGIC rounds |v| < 2^22 half to even */
+
+KL_INLINE float inv_or_0(float v) { return v != 0 ? 1.f / v : 0.f; }
+
+KL_INLINE float lanes_total(const float *acc) { return (acc[0] + acc[1]) + (acc[2] + acc[3]); }
+
+/* float64 error of a whole block, 4 lanes */
+KL_INLINE double err_f64(const float *x, const float *xh, const float *w) {
+    double acc[4] = {0, 0, 0, 0};
+    for (int g = 0; g < QK; g += 4) {
+        for (int k = 0; k < 4; k++) {
+            double diff = (double)x[g + k] - (double)xh[g + k];
+            acc[k] += (double)w[g + k] * diff * diff;
+        }
+    }
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+/* Sub-block candidates. For each value: v = (x + ml)*idl (Q2_K) or x*idl (Q3_K), clamp with
+ * v = v > lo ? v : lo, v = v < hi ? v : hi, round l = (v + MAGIC) - MAGIC (half to even),
+ * error term w*d*d with d = x - x_hat. SSE2 (maxps/minps are exactly those two selects) and
+ * the plain C fallback give the same bits. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+KL_INLINE float hsum_lanes(__m128 acc) {
+    float a[4];
+    _mm_storeu_ps(a, acc);
+    return lanes_total(a);
+}
+
+KL_INLINE float q2_cand(const float *x, const float *w, float dl, float ml, float *L) {
+    const __m128 vdl = _mm_set1_ps(dl), vml = _mm_set1_ps(ml), vidl = _mm_set1_ps(inv_or_0(dl));
+    const __m128 lo = _mm_setzero_ps(), hi = _mm_set1_ps(3.f), magic = _mm_set1_ps(MAGIC);
+    __m128 acc = _mm_setzero_ps();
+    for (int g = 0; g < 16; g += 4) {
+        const __m128 xv = _mm_loadu_ps(x + g);
+        __m128 v = _mm_mul_ps(_mm_add_ps(xv, vml), vidl);
+        v = _mm_min_ps(_mm_max_ps(v, lo), hi);
+        v = _mm_sub_ps(_mm_add_ps(v, magic), magic);
+        _mm_storeu_ps(L + g, v);
+        const __m128 d = _mm_sub_ps(xv, _mm_sub_ps(_mm_mul_ps(vdl, v), vml));
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + g), d), d));
+    }
+    return hsum_lanes(acc);
+}
+
+KL_INLINE float q3_cand(const float *x, const float *w, float dl, float *q) {
+    const __m128 vdl = _mm_set1_ps(dl), vidl = _mm_set1_ps(inv_or_0(dl));
+    const __m128 lo = _mm_set1_ps(-4.f), hi = _mm_set1_ps(3.f), magic = _mm_set1_ps(MAGIC);
+    __m128 acc = _mm_setzero_ps();
+    for (int g = 0; g < 16; g += 4) {
+        const __m128 xv = _mm_loadu_ps(x + g);
+        __m128 v = _mm_mul_ps(xv, vidl);
+        v = _mm_min_ps(_mm_max_ps(v, lo), hi);
+        v = _mm_sub_ps(_mm_add_ps(v, magic), magic);
+        _mm_storeu_ps(q + g, v);
+        const __m128 d = _mm_sub_ps(xv, _mm_mul_ps(vdl, v));
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + g), d), d));
+    }
+    return hsum_lanes(acc);
+}
+
+#else
+
+KL_INLINE float clamp_round(float v, float lo, float hi) {
+    v = v > lo ? v : lo;
+    v = v < hi ? v : hi;
+    return (v + MAGIC) - MAGIC;
+}
+
+KL_INLINE float q2_cand(const float *x, const float *w, float dl, float ml, float *L) {
+    const float idl = inv_or_0(dl);
+    float acc[4] = {0, 0, 0, 0};
+    for (int g = 0; g < 16; g += 4) {
+        for (int k = 0; k < 4; k++) {
+            const float l = clamp_round((x[g + k] + ml) * idl, 0.f, 3.f);
+            L[g + k] = l;
+            const float d = x[g + k] - (dl * l - ml);
+            acc[k] += w[g + k] * d * d;
+        }
+    }
+    return lanes_total(acc);
+}
+
+KL_INLINE float q3_cand(const float *x, const float *w, float dl, float *q) {
+    const float idl = inv_or_0(dl);
+    float acc[4] = {0, 0, 0, 0};
+    for (int g = 0; g < 16; g += 4) {
+        for (int k = 0; k < 4; k++) {
+            const float l = clamp_round(x[g + k] * idl, -4.f, 3.f);
+            q[g + k] = l;
+            const float d = x[g + k] - dl * l;
+            acc[k] += w[g + k] * d * d;
+        }
+    }
+    return lanes_total(acc);
+}
 #endif
 
-static inline float inv_or_0(float v) { return v != 0 ? 1.f / v : 0.f; }
-
-/* error of one Q2_K sub-block (16 values) */
-static double q2_err16(const float *x, const float *w, const uint8_t *L, float dl, float ml) {
-    double e = 0;
-    for (int i = 0; i < 16; i++) {
-        float xh = dl * L[i] - ml;
-        double diff = (double)x[i] - (double)xh;
-        e += w ? (double)w[i] * diff * diff : diff * diff;
-    }
-    return e;
+/* sums over 16 of w*a*b and of a*b, in lane order */
+KL_INLINE float lanes_dot3(const float *restrict w, const float *restrict a, const float *restrict b) {
+    float acc[4] = {0, 0, 0, 0};
+    for (int g = 0; g < 16; g += 4)
+        for (int k = 0; k < 4; k++) acc[k] += w[g + k] * a[g + k] * b[g + k];
+    return lanes_total(acc);
 }
 
-static void q2_round16(const float *x, uint8_t *L, float dl, float ml) {
-    const float idl = inv_or_0(dl);
-    for (int i = 0; i < 16; i++) L[i] = (uint8_t)imax(0, imin(3, ggq_nearest_int((x[i] + ml) * idl)));
+KL_INLINE float lanes_dot2(const float *restrict a, const float *restrict b) {
+    float acc[4] = {0, 0, 0, 0};
+    for (int g = 0; g < 16; g += 4)
+        for (int k = 0; k < 4; k++) acc[k] += a[g + k] * b[g + k];
+    return lanes_total(acc);
 }
 
-/* L (256), sc and m (16 each, 0..15), d and dmin (fp16 values) in *pd, *pm;
- * w = importance (256) or NULL */
-static void q2_refine(const float *x, const float *w, uint8_t *L, int *sc, int *m, float *pd, float *pm) {
-    double E[16], E2[16];
-    uint8_t L2[QK];
+/* Candidate steps per round (must match Q2_SEARCH / Q3_SEARCH in k_low.py). */
+#define Q2_NCAND 8
+static const float q2_steps[REFINE_ROUNDS][Q2_NCAND][2] = {
+    {{-1, -1}, {-1, 0}, {-1, 1}, {0, -1}, {0, 1}, {1, -1}, {1, 0}, {1, 1}},
+    {{-1, -1}, {-1, 0}, {-1, 1}, {0, -1}, {0, 1}, {1, -1}, {1, 0}, {1, 1}},
+};
+#define Q3_NCAND 4
+static const float q3_steps[REFINE_ROUNDS][Q3_NCAND] = {{-2, -1, 1, 2}, {-2, -1, 1, 2}};
+
+KL_INLINE float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/* Q2_K: L (256, 0..3), sc and m (16 each, 0..15), d and dmin (fp16 values) refined in place.
+ * w = importance (256), ones without an imatrix. */
+KL_INLINE void q2_refine(const float *x, const float *w, float *Lout, int *sc, int *m, float *pd, float *pm) {
+    float L[QK], L2[QK], xh[QK], A[QK], Bm[QK], wx[QK], E[16], E2[16], s[16], mm[16];
     float D = *pd, M = *pm;
-    for (int j = 0; j < 16; j++)
-        E[j] = q2_err16(x + 16 * j, w ? w + 16 * j : NULL, L + 16 * j, D * sc[j], M * m[j]);
+    for (int j = 0; j < 16; j++) { s[j] = (float)sc[j]; mm[j] = (float)m[j]; }
+    memcpy(L, Lout, sizeof L);
+    for (int i = 0; i < QK; i++) wx[i] = w[i] * x[i];
+    for (int j = 0; j < 16; j++) {
+        const float dl = D * s[j], ml = M * mm[j];
+        float acc[4] = {0, 0, 0, 0};
+        for (int g = 0; g < 16; g += 4) {
+            for (int k = 0; k < 4; k++) {
+                const int i = 16 * j + g + k;
+                xh[i] = dl * L[i] - ml;
+                const float d = x[i] - xh[i];
+                acc[k] += w[i] * d * d;
+            }
+        }
+        E[j] = lanes_total(acc);
+    }
+    const double E0 = err_f64(x, xh, w);
     for (int rnd = 0; rnd < REFINE_ROUNDS; rnd++) {
         for (int j = 0; j < 16; j++) {
-            const float *xj = x + 16 * j;
-            const float *wj = w ? w + 16 * j : NULL;
-            const int s0 = sc[j], m0 = m[j];
-            uint8_t Lc[16];
-            for (int a = -1; a <= 1; a++) {
-                for (int b = -1; b <= 1; b++) {
-                    int s2 = imax(0, imin(15, s0 + a)), m2 = imax(0, imin(15, m0 + b));
-                    if (s2 == s0 && m2 == m0) continue;
-                    float dl = D * s2, ml = M * m2;
-                    q2_round16(xj, Lc, dl, ml);
-                    double e = q2_err16(xj, wj, Lc, dl, ml);
-                    if (e < E[j]) {
-                        E[j] = e; sc[j] = s2; m[j] = m2;
-                        memcpy(L + 16 * j, Lc, 16);
-                    }
-                }
+            const float s0 = s[j], m0 = mm[j];
+            float s2[Q2_NCAND], m2[Q2_NCAND], dl[Q2_NCAND], ml[Q2_NCAND], err[Q2_NCAND];
+            float Lc[Q2_NCAND][16];
+            for (int c = 0; c < Q2_NCAND; c++) {
+                s2[c] = clampf(s0 + q2_steps[rnd][c][0], 0.f, 15.f);
+                m2[c] = clampf(m0 + q2_steps[rnd][c][1], 0.f, 15.f);
+                dl[c] = D * s2[c];
+                ml[c] = M * m2[c];
+            }
+            for (int c = 0; c < Q2_NCAND; c++) err[c] = q2_cand(x + 16 * j, w + 16 * j, dl[c], ml[c], Lc[c]);
+            int best = -1;
+            for (int c = 0; c < Q2_NCAND; c++) {
+                if ((s2[c] != s0 || m2[c] != m0) && err[c] < E[j]) { E[j] = err[c]; best = c; }
+            }
+            if (best >= 0) {
+                s[j] = s2[best]; mm[j] = m2[best];
+                memcpy(L + 16 * j, Lc[best], sizeof Lc[best]);
             }
         }
-        /* weighted least squares for (D, M), x_hat = D*a - M*b, a = sc*L, b = m */
-        double Saa = 0, Sab = 0, Sbb = 0, Sxa = 0, Sxb = 0;
+        /* weighted least squares for (D, M): x_hat = D*A - M*B, A = sc*L, B = m */
+        for (int j = 0; j < 16; j++)
+            for (int i = 0; i < 16; i++) { A[16 * j + i] = s[j] * L[16 * j + i]; Bm[16 * j + i] = mm[j]; }
+        float saa = 0, sab = 0, sbb = 0, sxa = 0, sxb = 0;
         for (int j = 0; j < 16; j++) {
-            double saa = 0, sab = 0, sbb = 0, sxa = 0, sxb = 0;
-            const double bj = (double)m[j];
-            for (int i = 0; i < 16; i++) {
-                const double wi = w ? (double)w[16 * j + i] : 1.0;
-                const double a = (double)(sc[j] * L[16 * j + i]);
-                const double xi = (double)x[16 * j + i];
-                saa += wi * a * a;
-                sab += wi * a * bj;
-                sbb += wi * bj * bj;
-                sxa += wi * xi * a;
-                sxb += wi * xi * bj;
-            }
-            Saa += saa; Sab += sab; Sbb += sbb; Sxa += sxa; Sxb += sxb;
+            const int o = 16 * j;
+            saa += lanes_dot3(w + o, A + o, A + o);
+            sab += lanes_dot3(w + o, A + o, Bm + o);
+            sbb += lanes_dot3(w + o, Bm + o, Bm + o);
+            sxa += lanes_dot2(wx + o, A + o);
+            sxb += lanes_dot2(wx + o, Bm + o);
         }
+        const double Saa = saa, Sab = sab, Sbb = sbb, Sxa = sxa, Sxb = sxb;
         const double det = Saa * Sbb - Sab * Sab;
         double D2, M2;
         if (det > 0) {
@@ -333,32 +474,112 @@ static void q2_refine(const float *x, const float *w, uint8_t *L, int *sc, int *
         }
         const float Dn = ggq_fp16_to_fp32(ggq_fp32_to_fp16((float)D2));
         const float Mn = ggq_fp16_to_fp32(ggq_fp32_to_fp16((float)M2));
-        double tot = 0, tot2 = 0;
+        float tot = 0, tot2 = 0;
         for (int j = 0; j < 16; j++) {
-            const float dl = Dn * sc[j], ml = Mn * m[j];
-            q2_round16(x + 16 * j, L2 + 16 * j, dl, ml);
-            E2[j] = q2_err16(x + 16 * j, w ? w + 16 * j : NULL, L2 + 16 * j, dl, ml);
+            E2[j] = q2_cand(x + 16 * j, w + 16 * j, Dn * s[j], Mn * mm[j], L2 + 16 * j);
             tot += E[j];
             tot2 += E2[j];
         }
         if (tot2 < tot) {
-            memcpy(L, L2, QK);
+            memcpy(L, L2, sizeof L);
             memcpy(E, E2, sizeof E);
             D = Dn; M = Mn;
         }
     }
-    *pd = D; *pm = M;
+    for (int j = 0; j < 16; j++) {
+        const float dl = D * s[j], ml = M * mm[j];
+        for (int i = 0; i < 16; i++) xh[16 * j + i] = dl * L[16 * j + i] - ml;
+    }
+    if (err_f64(x, xh, w) < E0) {
+        memcpy(Lout, L, sizeof L);
+        for (int j = 0; j < 16; j++) { sc[j] = (int)s[j]; m[j] = (int)mm[j]; }
+        *pd = D; *pm = M;
+    }
+}
+
+/* Q3_K: q (256, -4..3), sc (16, -32..31), d (fp16 value) refined in place; w as above. */
+KL_INLINE void q3_refine(const float *x, const float *w, float *qout, int *sc, float *pd) {
+    float q[QK], q2[QK], xh[QK], A[QK], wx[QK], E[16], E2[16], s[16];
+    float D = *pd;
+    for (int j = 0; j < 16; j++) s[j] = (float)sc[j];
+    memcpy(q, qout, sizeof q);
+    for (int i = 0; i < QK; i++) wx[i] = w[i] * x[i];
+    for (int j = 0; j < 16; j++) {
+        const float dl = D * s[j];
+        float acc[4] = {0, 0, 0, 0};
+        for (int g = 0; g < 16; g += 4) {
+            for (int k = 0; k < 4; k++) {
+                const int i = 16 * j + g + k;
+                xh[i] = dl * q[i];
+                const float d = x[i] - xh[i];
+                acc[k] += w[i] * d * d;
+            }
+        }
+        E[j] = lanes_total(acc);
+    }
+    const double E0 = err_f64(x, xh, w);
+    for (int rnd = 0; rnd < REFINE_ROUNDS; rnd++) {
+        for (int j = 0; j < 16; j++) {
+            const float s0 = s[j];
+            float s2[Q3_NCAND], dl[Q3_NCAND], err[Q3_NCAND];
+            float qc[Q3_NCAND][16];
+            for (int c = 0; c < Q3_NCAND; c++) {
+                s2[c] = clampf(s0 + q3_steps[rnd][c], -32.f, 31.f);
+                dl[c] = D * s2[c];
+            }
+            for (int c = 0; c < Q3_NCAND; c++) err[c] = q3_cand(x + 16 * j, w + 16 * j, dl[c], qc[c]);
+            int best = -1;
+            for (int c = 0; c < Q3_NCAND; c++) {
+                if (s2[c] != s0 && err[c] < E[j]) { E[j] = err[c]; best = c; }
+            }
+            if (best >= 0) {
+                s[j] = s2[best];
+                memcpy(q + 16 * j, qc[best], sizeof qc[best]);
+            }
+        }
+        /* weighted least squares for D: x_hat = D*A, A = sc*q */
+        for (int j = 0; j < 16; j++)
+            for (int i = 0; i < 16; i++) A[16 * j + i] = s[j] * q[16 * j + i];
+        float sxa = 0, saa = 0;
+        for (int j = 0; j < 16; j++) {
+            const int o = 16 * j;
+            sxa += lanes_dot2(wx + o, A + o);
+            saa += lanes_dot3(w + o, A + o, A + o);
+        }
+        const double D2 = saa > 0 ? (double)sxa / (double)saa : (double)D;
+        const float Dn = ggq_fp16_to_fp32(ggq_fp32_to_fp16((float)D2));
+        float tot = 0, tot2 = 0;
+        for (int j = 0; j < 16; j++) {
+            E2[j] = q3_cand(x + 16 * j, w + 16 * j, Dn * s[j], q2 + 16 * j);
+            tot += E[j];
+            tot2 += E2[j];
+        }
+        if (tot2 < tot) {
+            memcpy(q, q2, sizeof q);
+            memcpy(E, E2, sizeof E);
+            D = Dn;
+        }
+    }
+    for (int j = 0; j < 16; j++) {
+        const float dl = D * s[j];
+        for (int i = 0; i < 16; i++) xh[16 * j + i] = dl * q[16 * j + i];
+    }
+    if (err_f64(x, xh, w) < E0) {
+        memcpy(qout, q, sizeof q);
+        for (int j = 0; j < 16; j++) sc[j] = (int)s[j];
+        *pd = D;
+    }
 }
 
 /* llama.cpp's Q2_K for one block: L (256), scale bytes (16), d and dmin as fp16 values. */
-static void q2_llama(const float *x, const float *qw, uint8_t *L, uint8_t *sb, float *pd, float *pm) {
+KL_INLINE void q2_llama(const float *x, const float *qw, float *L, uint8_t *sb, float *pd, float *pm) {
     float scales[16], mins[16], weight[16];
     float d, dmin;
     if (!qw) {
         float max_scale = 0, max_min = 0;
         for (int j = 0; j < 16; j++) {
             for (int l = 0; l < 16; l++) weight[l] = fabsf(x[16 * j + l]);
-            scales[j] = make_qkx(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, 1);
+            scales[j] = make_qkx16(3, x + 16 * j, weight, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, 1);
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
@@ -386,7 +607,7 @@ static void q2_llama(const float *x, const float *qw, uint8_t *L, uint8_t *sb, f
             float s = 0;
             for (int l = 0; l < 16; l++) s += weight[l];
             sw[j] = s;
-            scales[j] = make_qkx(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, 0);
+            scales[j] = make_qkx16(3, x + 16 * j, weight, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, 0);
         }
         d = make_qp(16, 15, scales, Ls, sw);
         dmin = make_qp(16, 15, mins, Lm, sw);
@@ -399,120 +620,71 @@ static void q2_llama(const float *x, const float *qw, uint8_t *L, uint8_t *sb, f
     *pm = dmin;
 }
 
-int ggq_quantize_q2_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+KL_INLINE void q2_block(const float *xb, const float *qw, const float *ones, uint8_t *yb) {
+    float L[QK];
+    float d, dmin;
+    int sc[16], m[16];
+    q2_llama(xb, qw, L, yb, &d, &dmin);
+    for (int j = 0; j < 16; j++) { sc[j] = yb[j] & 0xF; m[j] = yb[j] >> 4; }
+    q2_refine(xb, qw ? qw : ones, L, sc, m, &d, &dmin);
+    for (int j = 0; j < 16; j++) yb[j] = (uint8_t)(sc[j] | (m[j] << 4));
+    pack2(L, yb + 16);
+    ggq_store_fp16(yb + 80, d);
+    ggq_store_fp16(yb + 82, dmin);
+}
+
+KL_INLINE void q2_rows(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
     const int64_t nbr = n_per_row / QK;
-    uint8_t L[QK];
-    for (int64_t r = 0; r < nrows; r++) {
-        for (int64_t b = 0; b < nbr; b++) {
-            const float *xb = x + (r * nbr + b) * QK;
-            const float *qw = imatrix ? imatrix + b * QK : NULL;
-            uint8_t *yb = y + (r * nbr + b) * 84;
-            float d, dmin;
-            int sc[16], m[16];
-            q2_llama(xb, qw, L, yb, &d, &dmin);
-            for (int j = 0; j < 16; j++) { sc[j] = yb[j] & 0xF; m[j] = yb[j] >> 4; }
-            q2_refine(xb, qw, L, sc, m, &d, &dmin);
-            for (int j = 0; j < 16; j++) yb[j] = (uint8_t)(sc[j] | (m[j] << 4));
-            pack2(L, yb + 16);
-            ggq_store_fp16(yb + 80, d);
-            ggq_store_fp16(yb + 82, dmin);
-        }
+    float ones[QK];
+    for (int i = 0; i < QK; i++) ones[i] = 1.f;
+    for (int64_t r = 0; r < nrows; r++)
+        for (int64_t b = 0; b < nbr; b++)
+            q2_block(x + (r * nbr + b) * QK, imatrix ? imatrix + b * QK : NULL, ones, y + (r * nbr + b) * 84);
+}
+
+static void q2_rows_plain(const float *x, uint8_t *y, int64_t nrows, int64_t n, const float *im) {
+    q2_rows(x, y, nrows, n, im);
+}
+
+#ifdef KL_AVX_DISPATCH
+__attribute__((target("avx"))) static void q2_rows_avx(const float *x, uint8_t *y, int64_t nrows, int64_t n,
+                                                      const float *im) {
+    q2_rows(x, y, nrows, n, im);
+}
+#endif
+
+int ggq_quantize_q2_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+#ifdef KL_AVX_DISPATCH
+    if (__builtin_cpu_supports("avx")) {
+        q2_rows_avx(x, y, nrows, n_per_row, imatrix);
+        return 0;
     }
+#endif
+    q2_rows_plain(x, y, nrows, n_per_row, imatrix);
     return 0;
 }
 
 /* ------------------------------------------------------------ Q3_K */
 
-static void q3_requant(const float *x, int8_t *L, const int *sc, float d) {
+KL_INLINE void q3_requant(const float *x, float *q, const int *sc, float d) {
     for (int j = 0; j < 16; j++) {
         const float dl = d * sc[j];
         if (!dl) continue;
-        for (int i = 0; i < 16; i++) {
-            int l = ggq_nearest_int(x[16 * j + i] / dl);
-            L[16 * j + i] = (int8_t)(imax(-4, imin(3, l)) + 4);
-        }
+        const float *restrict xj = x + 16 * j;
+        float *restrict qj = q + 16 * j;
+        for (int i = 0; i < 16; i++) qj[i] = (float)nint_clamp(xj[i] / dl, -4, 3);
     }
 }
 
-static double q3_err16(const float *x, const float *w, const int8_t *q, float dl) {
-    double e = 0;
-    for (int i = 0; i < 16; i++) {
-        float xh = dl * q[i];
-        double diff = (double)x[i] - (double)xh;
-        e += w ? (double)w[i] * diff * diff : diff * diff;
-    }
-    return e;
-}
-
-static void q3_round16(const float *x, int8_t *q, float dl) {
-    const float idl = inv_or_0(dl);
-    for (int i = 0; i < 16; i++) q[i] = (int8_t)imax(-4, imin(3, ggq_nearest_int(x[i] * idl)));
-}
-
-/* q (256, -4..3), sc (16, -32..31), *pd fp16 value; w = importance (256) or NULL */
-static void q3_refine(const float *x, const float *w, int8_t *q, int *sc, float *pd) {
-    static const int search[4] = {-2, -1, 1, 2};
-    double E[16], E2[16];
-    int8_t q2[QK];
-    float D = *pd;
-    for (int j = 0; j < 16; j++) E[j] = q3_err16(x + 16 * j, w ? w + 16 * j : NULL, q + 16 * j, D * sc[j]);
-    for (int rnd = 0; rnd < REFINE_ROUNDS; rnd++) {
-        for (int j = 0; j < 16; j++) {
-            const float *xj = x + 16 * j;
-            const float *wj = w ? w + 16 * j : NULL;
-            const int s0 = sc[j];
-            int8_t qc[16];
-            for (int k = 0; k < 4; k++) {
-                int s2 = imax(-32, imin(31, s0 + search[k]));
-                if (s2 == s0) continue;
-                float dl = D * s2;
-                q3_round16(xj, qc, dl);
-                double e = q3_err16(xj, wj, qc, dl);
-                if (e < E[j]) {
-                    E[j] = e; sc[j] = s2;
-                    memcpy(q + 16 * j, qc, 16);
-                }
-            }
-        }
-        /* weighted least squares for D, x_hat = D*a, a = sc*q */
-        double Sxa = 0, Saa = 0;
-        for (int j = 0; j < 16; j++) {
-            double sxa = 0, saa = 0;
-            for (int i = 0; i < 16; i++) {
-                const double wi = w ? (double)w[16 * j + i] : 1.0;
-                const double a = (double)(sc[j] * q[16 * j + i]);
-                sxa += wi * (double)x[16 * j + i] * a;
-                saa += wi * a * a;
-            }
-            Sxa += sxa; Saa += saa;
-        }
-        const double D2 = Saa > 0 ? Sxa / Saa : (double)D;
-        const float Dn = ggq_fp16_to_fp32(ggq_fp32_to_fp16((float)D2));
-        double tot = 0, tot2 = 0;
-        for (int j = 0; j < 16; j++) {
-            const float dl = Dn * sc[j];
-            q3_round16(x + 16 * j, q2 + 16 * j, dl);
-            E2[j] = q3_err16(x + 16 * j, w ? w + 16 * j : NULL, q2 + 16 * j, dl);
-            tot += E[j];
-            tot2 += E2[j];
-        }
-        if (tot2 < tot) {
-            memcpy(q, q2, QK);
-            memcpy(E, E2, sizeof E);
-            D = Dn;
-        }
-    }
-    *pd = D;
-}
-
-/* llama.cpp's Q3_K for one block: L (256, q+4), stored 6-bit scales ls (16), d as fp16 value. */
-static void q3_llama(const float *x, const float *qw, int8_t *L, int *ls, float *pd) {
+/* llama.cpp's Q3_K for one block: q (256, -4..3), stored 6-bit scales ls (16), d as fp16 value. */
+KL_INLINE void q3_llama(const float *x, const float *qw, float *q, int *ls, float *pd) {
+    int8_t L[QK];
     float scales[16];
     float d;
     if (!qw) {
         float max_scale = 0, amax = 0;
         for (int j = 0; j < 16; j++) {
-            scales[j] = make_q3(16, 4, x + 16 * j, L + 16 * j);
+            scales[j] = make_q3_16(4, x + 16 * j, L + 16 * j);
             float a = fabsf(scales[j]);
             if (a > amax) { amax = a; max_scale = scales[j]; }
         }
@@ -538,53 +710,74 @@ static void q3_llama(const float *x, const float *qw, int8_t *L, int *ls, float 
             float s = 0;
             for (int l = 0; l < 16; l++) s += weight[l];
             sw[j] = s;
-            scales[j] = make_qx(16, 4, x + 16 * j, weight, L + 16 * j);
+            scales[j] = make_qx16(4, x + 16 * j, weight, L + 16 * j);
         }
-        d = make_qx(16, 32, scales, sw, Ls);
+        d = make_qx16(32, scales, sw, Ls);
         for (int j = 0; j < 16; j++) ls[j] = Ls[j];
     }
     d = ggq_fp16_to_fp32(ggq_fp32_to_fp16(d));
     int sc[16];
     for (int j = 0; j < 16; j++) sc[j] = ls[j] - 32;
-    q3_requant(x, L, sc, d);
+    for (int i = 0; i < QK; i++) q[i] = (float)(L[i] - 4);
+    q3_requant(x, q, sc, d);
     *pd = d;
 }
 
-int ggq_quantize_q3_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
-    const int64_t nbr = n_per_row / QK;
-    int8_t L[QK];
-    uint8_t Lu[QK];
-    int ls[16];
-    for (int64_t r = 0; r < nrows; r++) {
-        for (int64_t b = 0; b < nbr; b++) {
-            const float *xb = x + (r * nbr + b) * QK;
-            const float *qw = imatrix ? imatrix + b * QK : NULL;
-            uint8_t *yb = y + (r * nbr + b) * 110;
-            float d;
-            int sc[16];
-            q3_llama(xb, qw, L, ls, &d);
-            for (int j = 0; j < 16; j++) sc[j] = ls[j] - 32;
-            for (int j = 0; j < QK; j++) L[j] = (int8_t)(L[j] - 4);
-            q3_refine(xb, qw, L, sc, &d);
-            for (int j = 0; j < 16; j++) ls[j] = sc[j] + 32;
-            for (int j = 0; j < QK; j++) L[j] = (int8_t)(L[j] + 4);
-            uint8_t *hmask = yb, *qs = yb + 32, *scb = yb + 96;
-            memset(hmask, 0, 32);
-            for (int j = 0; j < QK; j++) {
-                int l = L[j];
-                if (l > 3) { hmask[j % 32] |= (uint8_t)(1u << (j / 32)); l -= 4; }
-                Lu[j] = (uint8_t)l;
-            }
-            pack2(Lu, qs);
-            memset(scb, 0, 12);
-            for (int j = 0; j < 16; j++) {
-                int l = ls[j];
-                if (j < 8) scb[j] = (uint8_t)(l & 0xF);
-                else scb[j - 8] |= (uint8_t)((l & 0xF) << 4);
-                scb[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
-            }
-            ggq_store_fp16(yb + 108, d);
+KL_INLINE void q3_block(const float *xb, const float *qw, const float *ones, uint8_t *yb) {
+    float q[QK], Lu[QK];
+    int ls[16], sc[16];
+    float d;
+    q3_llama(xb, qw, q, ls, &d);
+    for (int j = 0; j < 16; j++) sc[j] = ls[j] - 32;
+    q3_refine(xb, qw ? qw : ones, q, sc, &d);
+    for (int j = 0; j < 16; j++) ls[j] = sc[j] + 32;
+    uint8_t *hmask = yb, *qs = yb + 32, *scb = yb + 96;
+    memset(hmask, 0, 32);
+    for (int k = 0; k < 8; k++) {
+        for (int l = 0; l < 32; l++) {
+            const int v = (int)q[32 * k + l] + 4;      /* 0..7: bit 2 -> hmask, low bits -> qs */
+            hmask[l] |= (uint8_t)((v >> 2) << k);
+            Lu[32 * k + l] = (float)(v & 3);
         }
     }
+    pack2(Lu, qs);
+    memset(scb, 0, 12);
+    for (int j = 0; j < 16; j++) {
+        const int l = ls[j];
+        if (j < 8) scb[j] = (uint8_t)(l & 0xF);
+        else scb[j - 8] |= (uint8_t)((l & 0xF) << 4);
+        scb[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+    }
+    ggq_store_fp16(yb + 108, d);
+}
+
+KL_INLINE void q3_rows(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+    const int64_t nbr = n_per_row / QK;
+    float ones[QK];
+    for (int i = 0; i < QK; i++) ones[i] = 1.f;
+    for (int64_t r = 0; r < nrows; r++)
+        for (int64_t b = 0; b < nbr; b++)
+            q3_block(x + (r * nbr + b) * QK, imatrix ? imatrix + b * QK : NULL, ones, y + (r * nbr + b) * 110);
+}
+
+static void q3_rows_plain(const float *x, uint8_t *y, int64_t nrows, int64_t n, const float *im) {
+    q3_rows(x, y, nrows, n, im);
+}
+
+#ifdef KL_AVX_DISPATCH
+__attribute__((target("avx"))) static void q3_rows_avx(const float *x, uint8_t *y, int64_t nrows, int64_t n,
+                                                      const float *im) {
+    q3_rows(x, y, nrows, n, im);
+}
+#endif
+
+int ggq_quantize_q3_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+#ifdef KL_AVX_DISPATCH
+    if (__builtin_cpu_supports("avx")) {
+        q3_rows_avx(x, y, nrows, n_per_row, imatrix);
+        return 0;
+    }
+#endif
+    q3_rows_plain(x, y, nrows, n_per_row, imatrix);
     return 0;
 }

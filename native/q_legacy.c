@@ -4,9 +4,10 @@
  * refits) are evaluated on the stored fp16 values with quants re-rounded to the nearest
  * level, and the lowest error sum(w*(x - x_hat)^2) (w = imatrix or 1) is kept.
  *
- * Sums: llama.cpp's own routines (make_qx_quants, make_qkx3_quants, the row sigma2) add
- * sequentially as llama.cpp does; our own sums use 8 interleaved lanes (lane_sum, numpy
- * legacy._lane_sum) so that the compiler can vectorize them. */
+ * Sums: llama.cpp's routines (make_qx_quants, make_qkx3_quants, the row sigma2) and the
+ * scans add sequentially in element order, the scans' trials side by side
+ * ([element][trial]) so the compiler vectorizes across trials; candidate errors and the
+ * symmetric refit add in 8 interleaved lanes (numpy: legacy._lane_sum). */
 #include <stdlib.h>
 #include "ggq.h"
 
@@ -24,7 +25,7 @@ static const int sym_steps_fast[] = {-6, -3, 3, 6};
 #define N_SYM_FAST 4
 #define ASYM_RMIN (-1.0f)
 #define ASYM_RDELTA 0.25f
-#define ASYM_NSTEP 8
+#define ASYM_NSTEP 7
 
 static const float ones32[QK] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
                                  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
@@ -47,13 +48,6 @@ static inline float clampf(float v, float lo, float hi) {
  * (numpy: legacy._lane_sum); loops are written as j/k nests so they vectorize. */
 static inline float lanes(const float *restrict a) {
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-}
-
-static inline float lane_sum32(const float *restrict e) {
-    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int j = 0; j < QK; j += 8)
-        for (int k = 0; k < 8; k++) a[k] += e[j + k];
-    return lanes(a);
 }
 
 /* value of the first element with the largest |x| (numpy argmax semantics) */
@@ -105,23 +99,51 @@ static void sym_eval(const float *restrict x, const float *restrict w, float d, 
     c->err = lanes(a);
 }
 
-static inline void keep_sym(sym_cand *restrict best, const sym_cand *restrict c) {
+/* evaluate scale d and keep it if strictly better; the same stored scale as the best
+ * gives the same quants and error, so it is skipped (numpy evaluates it: same result) */
+static inline void try_sym(const float *restrict x, const float *restrict w, float d, int nmax,
+                           sym_cand *restrict best, sym_cand *restrict c) {
+    uint16_t bits;
+    (void)f16c(d, &bits);
+    if (bits == best->bits) return;
+    sym_eval(x, w, d, nmax, c);
     if (c->err < best->err) *best = *c;
 }
 
 /* trial levels clamp(rint(iscale*x)) and the lane sums of w*x*l, w*l*l */
-static inline void sym_trial(const float *restrict x, const float *restrict w, float iscale,
-                             float lo, float hi, float *restrict sa, float *restrict sb) {
-    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int j = 0; j < QK; j += 8) {
-        for (int k = 0; k < 8; k++) {
-            const float l = clampf(rint_f(iscale * x[j + k]), lo, hi);
-            a[k] += (w[j + k] * x[j + k]) * l;
-            b[k] += (w[j + k] * l) * l;
+/* Scan trials side by side ([element][trial]) so the compiler vectorizes across trials;
+ * each trial's sums run sequentially over the elements. With llama.cpp's weights wl the
+ * same pass also gives make_qx_quants' sums (trial 0 is its first, iscale = -nmax/max). */
+#define NT 20
+static void sym_trials_llama(const float *restrict x, const float *restrict w,
+                             const float *restrict wl, const float *restrict iscale, float lo,
+                             float hi, float *restrict sa, float *restrict sb,
+                             float *restrict la, float *restrict lb) {
+    for (int t = 0; t < NT; t++) sa[t] = sb[t] = la[t] = lb[t] = 0.0f;
+    for (int i = 0; i < QK; i++) {
+        const float wx = w[i] * x[i], wlx = wl[i] * x[i];
+        for (int t = 0; t < NT; t++) {
+            const float l = clampf(rint_f(iscale[t] * x[i]), lo, hi);
+            sa[t] += wx * l;
+            sb[t] += (w[i] * l) * l;
+            la[t] += wlx * l;
+            lb[t] += (wl[i] * l) * l;
         }
     }
-    *sa = lanes(a);
-    *sb = lanes(b);
+}
+
+static void sym_trials_fast(const float *restrict x, const float *restrict w,
+                            const float *restrict iscale, float lo, float hi,
+                            float *restrict sa, float *restrict sb) {
+    for (int t = 0; t < N_SYM_FAST; t++) sa[t] = sb[t] = 0.0f;
+    for (int i = 0; i < QK; i++) {
+        const float wx = w[i] * x[i];
+        for (int t = 0; t < N_SYM_FAST; t++) {
+            const float l = clampf(rint_f(iscale[t] * x[i]), lo, hi);
+            sa[t] += wx * l;
+            sb[t] += (w[i] * l) * l;
+        }
+    }
 }
 
 /* One block. wl = llama.cpp's weights (imatrix path) or NULL (reference path). */
@@ -130,63 +152,55 @@ static void quantize_sym_block(const float *restrict x, const float *restrict w,
                                uint8_t *restrict q) {
     const float fn = (float)nmax, lo = -fn, hi = fn - 1.0f;
     const float mx = signed_absmax(x);
-    const int zero = fabsf(mx) < GROUP_MAX_EPS;
-    float l[QK];
-    float scan_d = 0.0f, scan_best = 0.0f;
-    sym_cand best, cand;
-
+    const float smx = fabsf(mx) < GROUP_MAX_EPS ? 1.0f : mx;  /* ~zero block: no trial used */
+    float iscale[NT], sa[NT], sb[NT], la[NT], lb[NT];
+    int t0, t1;  /* our scan: trials t0..t1-1 */
     if (wl) {
-        /* llama.cpp make_qx_quants(32, nmax, x, L, 1, wl) (sequential sums); our scan of
-         * the same trials on the metric weights rides along */
-        float llama_scale = 0.0f, lbest = 0.0f;
-        for (int is = -10; is <= 9 && !zero; is++) {  /* is = -10: make_qx's first trial */
-            if (is == 0) continue;
-            const float iscale = is == -10 ? -fn / mx : -(0.1f * (float)is + fn) / mx;
-            for (int i = 0; i < QK; i++) l[i] = clampf(rint_f(iscale * x[i]), lo, hi);
-            float a = 0.0f, b = 0.0f;
-            for (int i = 0; i < QK; i++) {
-                a += (wl[i] * x[i]) * l[i];
-                b += (wl[i] * l[i]) * l[i];
-            }
-            if (is == -10) {
-                llama_scale = b != 0.0f ? a / b : 0.0f;
-                lbest = llama_scale * a;
-                continue;
-            }
-            if (b > 0.0f && a * a > lbest * b) {
-                llama_scale = a / b;
-                lbest = llama_scale * a;
-            }
-            float ea[8] = {0, 0, 0, 0, 0, 0, 0, 0}, eb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (int j = 0; j < QK; j += 8) {
-                for (int k = 0; k < 8; k++) {
-                    ea[k] += (w[j + k] * x[j + k]) * l[j + k];
-                    eb[k] += (w[j + k] * l[j + k]) * l[j + k];
+        iscale[0] = -fn / smx;
+        for (int t = 1; t < 19; t++) {
+            const int is = t <= 9 ? t - 10 : t - 9;  /* -9..-1, 1..9 */
+            iscale[t] = -(0.1f * (float)is + fn) / smx;
+        }
+        t0 = 1, t1 = 19;
+    } else {
+        for (int t = 0; t < N_SYM_FAST; t++)
+            iscale[t] = -(0.1f * (float)sym_steps_fast[t] + fn) / smx;
+        t0 = 0, t1 = N_SYM_FAST;
+    }
+    if (wl) {
+        for (int t = t1; t < NT; t++) iscale[t] = iscale[0];  /* pad */
+        sym_trials_llama(x, w, wl, iscale, lo, hi, sa, sb, la, lb);
+    } else {
+        sym_trials_fast(x, w, iscale, lo, hi, sa, sb);
+    }
+
+    float scan_d = 0.0f, scan_best = 0.0f;
+    for (int t = t0; t < t1; t++) {
+        if (sb[t] > 0.0f && sa[t] * sa[t] > scan_best * sb[t]) {
+            scan_d = sa[t] / sb[t];
+            scan_best = scan_d * sa[t];
+        }
+    }
+    sym_cand best, cand;
+    if (wl) {
+        /* llama.cpp make_qx_quants(32, nmax, x, L, 1, wl) */
+        float llama_scale = 0.0f;
+        if (fabsf(mx) >= GROUP_MAX_EPS) {
+            llama_scale = lb[0] != 0.0f ? la[0] / lb[0] : 0.0f;
+            float lbest = llama_scale * la[0];
+            for (int t = 1; t < 19; t++) {
+                if (lb[t] > 0.0f && la[t] * la[t] > lbest * lb[t]) {
+                    llama_scale = la[t] / lb[t];
+                    lbest = llama_scale * la[t];
                 }
-            }
-            const float sa = lanes(ea), sb = lanes(eb);
-            if (sb > 0.0f && sa * sa > scan_best * sb) {
-                scan_d = sa / sb;
-                scan_best = scan_d * sa;
             }
         }
         sym_eval(x, w, llama_scale, nmax, &best);
-        sym_eval(x, w, mx / -fn, nmax, &cand);
-        keep_sym(&best, &cand);
+        try_sym(x, w, mx / -fn, nmax, &best, &cand);
     } else {
         sym_eval(x, w, mx / -fn, nmax, &best);
-        const float smx = zero ? 1.0f : mx;
-        for (int k = 0; k < N_SYM_FAST; k++) {
-            float sa, sb;
-            sym_trial(x, w, -(0.1f * (float)sym_steps_fast[k] + fn) / smx, lo, hi, &sa, &sb);
-            if (sb > 0.0f && sa * sa > scan_best * sb) {
-                scan_d = sa / sb;
-                scan_best = scan_d * sa;
-            }
-        }
     }
-    sym_eval(x, w, scan_d, nmax, &cand);
-    keep_sym(&best, &cand);
+    try_sym(x, w, scan_d, nmax, &best, &cand);
 
     /* least-squares refit on the best quants */
     {
@@ -197,9 +211,8 @@ static void quantize_sym_block(const float *restrict x, const float *restrict w,
                 b[k] += (w[j + k] * best.l[j + k]) * best.l[j + k];
             }
         }
-        const float sa = lanes(a), sb = lanes(b);
-        sym_eval(x, w, sb > 0.0f ? sa / sb : 0.0f, nmax, &cand);
-        keep_sym(&best, &cand);
+        const float slx = lanes(a), sl2 = lanes(b);
+        try_sym(x, w, sl2 > 0.0f ? slx / sl2 : 0.0f, nmax, &best, &cand);
     }
 
     *dbits = best.bits;
@@ -238,25 +251,20 @@ static void asym_eval(const float *restrict x, const float *restrict w, float d,
     c->err = lanes(a);
 }
 
-static inline void keep_asym(asym_cand *restrict best, const asym_cand *restrict c) {
+static inline void try_asym(const float *restrict x, const float *restrict w, float d, float m,
+                            int nmax, asym_cand *restrict best, asym_cand *restrict c) {
+    uint16_t db, mb;
+    (void)f16c(d, &db);
+    (void)f16c(m, &mb);
+    if (db == best->dbits && mb == best->mbits) return;
+    asym_eval(x, w, d, m, nmax, c);
     if (c->err < best->err) *best = *c;
 }
 
-/* weighted least squares x ~ d*l + m (lane sums); returns 0 where singular */
-static int asym_fit(const float *restrict x, const float *restrict w, const float *restrict l,
-                    float sw, float sx, float *restrict d, float *restrict m,
-                    float *restrict gain) {
-    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    float c[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int j = 0; j < QK; j += 8) {
-        for (int k = 0; k < 8; k++) {
-            const float wli = w[j + k] * l[j + k];
-            a[k] += wli;
-            b[k] += wli * l[j + k];
-            c[k] += wli * x[j + k];
-        }
-    }
-    const float sl = lanes(a), sl2 = lanes(b), sxl = lanes(c);
+/* weighted least squares x ~ d*l + m from the sums sl = sum w*l, sl2 = sum w*l*l,
+ * sxl = sum w*l*x (sequential) and sw, sx; returns 0 where singular */
+static inline int asym_solve(float sl, float sl2, float sxl, float sw, float sx,
+                             float *restrict d, float *restrict m, float *restrict gain) {
     const float D = sw * sl2 - sl * sl;
     if (!(D > 0.0f)) return 0;
     *d = (sw * sxl - sx * sl) / D;
@@ -264,6 +272,8 @@ static int asym_fit(const float *restrict x, const float *restrict w, const floa
     *gain = *d * sxl + *m * sx;
     return 1;
 }
+
+#define NTA 8 /* ASYM_NSTEP + 1 trials (a multiple of 4; more would be pads) */
 
 /* llama.cpp make_qkx3_quants(32, nmax, x, w, ..., -0.9, 0.05, 36, false) -> scale, min
  * (sequential sums, as llama.cpp) */
@@ -349,38 +359,53 @@ static void quantize_asym_block(const float *restrict x, const float *restrict w
         float s, m;
         make_qkx3(x, wl, nmax, &s, &m);
         asym_eval(x, w, s, m, nmax, &best);
-        asym_eval(x, w, (mx - mn) / fn, mn, nmax, &cand);
-        keep_asym(&best, &cand);
+        try_asym(x, w, (mx - mn) / fn, mn, nmax, &best, &cand);
     } else {
         asym_eval(x, w, (mx - mn) / fn, mn, nmax, &best);
     }
 
-    /* scan */
-    float e[QK], l[QK], xm[QK];
-    const float sw = lane_sum32(w);
-    for (int i = 0; i < QK; i++) e[i] = w[i] * x[i];
-    const float sx = lane_sum32(e);
-    for (int i = 0; i < QK; i++) xm[i] = x[i] - mn;
+    /* scan, trials side by side ([element][trial]); sums sequential per trial */
+    float sw = 0.0f, sx = 0.0f;
+    for (int i = 0; i < QK; i++) sw += w[i];
+    for (int i = 0; i < QK; i++) sx += w[i] * x[i];
     const float rng = mx - mn >= GROUP_MAX_EPS ? mx - mn : 1.0f;
+    float iscale[NTA], sl[NTA], sl2[NTA], sxl[NTA];
+    for (int t = 0; t < NTA; t++) {
+        const int is = t <= ASYM_NSTEP ? t : 0;  /* pads repeat trial 0 */
+        iscale[t] = ((ASYM_RMIN + ASYM_RDELTA * (float)is) + fn) / rng;
+        sl[t] = sl2[t] = sxl[t] = 0.0f;
+    }
+    for (int i = 0; i < QK; i++) {
+        const float xm = x[i] - mn;
+        for (int t = 0; t < NTA; t++) {
+            const float l = clampf(rint_f(iscale[t] * xm), 0.0f, fn);
+            const float wli = w[i] * l;
+            sl[t] += wli;
+            sl2[t] += wli * l;
+            sxl[t] += wli * x[i];
+        }
+    }
     float scan_d = (mx - mn) / fn, scan_m = mn, scan_best = -INFINITY;
-    for (int is = 0; is <= ASYM_NSTEP; is++) {
-        const float iscale = ((ASYM_RMIN + ASYM_RDELTA * (float)is) + fn) / rng;
-        for (int i = 0; i < QK; i++) l[i] = clampf(rint_f(iscale * xm[i]), 0.0f, fn);
+    for (int t = 0; t <= ASYM_NSTEP; t++) {
         float d, m, gain;
-        if (asym_fit(x, w, l, sw, sx, &d, &m, &gain) && gain > scan_best) {
+        if (asym_solve(sl[t], sl2[t], sxl[t], sw, sx, &d, &m, &gain) && gain > scan_best) {
             scan_best = gain;
             scan_d = d;
             scan_m = m;
         }
     }
-    asym_eval(x, w, scan_d, scan_m, nmax, &cand);
-    keep_asym(&best, &cand);
+    try_asym(x, w, scan_d, scan_m, nmax, &best, &cand);
 
     /* least-squares refit on the best quants */
-    float d, m, gain;
-    if (asym_fit(x, w, best.l, sw, sx, &d, &m, &gain)) {
-        asym_eval(x, w, d, m, nmax, &cand);
-        keep_asym(&best, &cand);
+    {
+        float a = 0.0f, b = 0.0f, c = 0.0f, d, m, gain;
+        for (int i = 0; i < QK; i++) {
+            const float wli = w[i] * best.l[i];
+            a += wli;
+            b += wli * best.l[i];
+            c += wli * x[i];
+        }
+        if (asym_solve(a, b, c, sw, sx, &d, &m, &gain)) try_asym(x, w, d, m, nmax, &best, &cand);
     }
 
     *dbits = best.dbits;

@@ -133,7 +133,7 @@ def assert_same_plan(src, dst, mix, plan_kw=None, **params):
 
 CONFIGS = {
     # GQA 4, untied output, every row a multiple of 256
-    "gqa4-untied-8L-256": Cfg(8, 256, 512, 8, 2, tied=False),
+    "gqa4-untied-8L-256": Cfg(8, 256, 512, 8, 2, tied=False, rows=64),
     # MHA, tied embeddings, 16 layers, rows of 320 and 544: every K type falls back
     "mha-tied-16L-320": Cfg(16, 320, 544, 4, 4, tied=True, dtype=np.float16, rows=64),
     # GQA 4 with tied embeddings, 16 layers, ffn_down rows of 768

@@ -74,6 +74,16 @@ def test_values_on_the_grid_come_back_exactly(backend, qtype):
 
 
 @pytest.mark.parametrize("qtype", TYPES)
+def test_values_beyond_fp16_scale_keep_a_finite_scale(backend, qtype):
+    # llama.cpp would store d = inf here (and then refuse to load the file)
+    x = np.random.default_rng(2).standard_normal((2, 512)).astype(np.float32)
+    x[0, 3], x[1, 300] = 3e7, -1e9
+    xh = quants.dequantize(quants.quantize(x, qtype), qtype, x.shape)
+    assert np.isfinite(xh).all()
+    assert xh[0, 3] > 8e6 and xh[1, 300] < -8e6
+
+
+@pytest.mark.parametrize("qtype", TYPES)
 @pytest.mark.parametrize("im", list(IMATRICES))
 def test_never_worse_than_llama_algorithm_per_block(qtype, im):
     """Our bytes vs our exact reproduction of llama.cpp's (always a candidate)."""

@@ -8,7 +8,7 @@ from gguf.quants import dequantize as gguf_dequantize
 from ggtool import quants
 from ggtool.quants import q6_k
 from tests.quantdata import edge_cases, imatrix_for, weighted_sse
-from tests.test_quant_legacy import noised_smollm2
+from tests.test_quant_legacy import _imatrix, noised_smollm2
 
 N = 512
 
@@ -35,14 +35,14 @@ def test_native_equals_numpy(monkeypatch):
     rng = np.random.default_rng(7)
     cases = dict(edge_cases(N))
     cases["random_rows"] = (rng.standard_normal((9, 768)) * rng.lognormal(0, 2, (9, 1))).astype(np.float32)
-    for im_seed in (None, 3):
+    for im_kind in (None, "lognormal", "with_zeros"):
         for case, x in cases.items():
-            im = None if im_seed is None else imatrix_for(x.shape[1], im_seed)
+            im = _imatrix(im_kind, x.shape[1])
             monkeypatch.delenv("GGTOOL_FORCE_NUMPY", raising=False)
             a = quants.quantize(x, "Q6_K", im)
             monkeypatch.setenv("GGTOOL_FORCE_NUMPY", "1")
             b = quants.quantize(x, "Q6_K", im)
-            assert a.tobytes() == b.tobytes(), (case, im_seed)
+            assert a.tobytes() == b.tobytes(), (case, im_kind)
 
 
 def test_zero_rows_and_exact_grid(backend):
@@ -55,9 +55,9 @@ def test_zero_rows_and_exact_grid(backend):
     np.testing.assert_array_equal(_roundtrip(x), x)
 
 
-@pytest.mark.parametrize("with_imatrix", [False, True])
-def test_never_worse_than_llama_replica(backend, with_imatrix):
-    im = imatrix_for(N) if with_imatrix else None
+@pytest.mark.parametrize("im_kind", [None, "lognormal", "with_zeros"])
+def test_never_worse_than_llama_replica(backend, im_kind):
+    im = _imatrix(im_kind, N)
     for case, x in edge_cases(N).items():
         ours = weighted_sse(x, _roundtrip(x, im), im)
         ref = q6_k.llama_rows(x, im)
@@ -91,6 +91,7 @@ def test_error_not_above_libggml_random(llama_cpp_ok, backend, with_imatrix):
         assert weighted_sse(x, _roundtrip(x, im), im) <= weighted_sse(x, theirs, im)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_imatrix", [False, True])
 def test_error_not_above_libggml_real_weights(llama_cpp_ok, smollm2_gguf, with_imatrix):
     from ggtool.llamacpp import ggml_quantize

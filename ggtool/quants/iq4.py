@@ -18,7 +18,9 @@ What we add, judged by the error the tensor is measured with, sum(wm * (x - x_ha
     wm scale, and that scale refitted once. IQ4_XS: per sub-block the best 6-bit scale of a
     few, for llama.cpp's super scale and for -max/32 and +max/31 of the wm scales, and a
     refitted super scale.
-llama.cpp's bytes are always a candidate, so no block is ever worse than llama.cpp's.
+llama.cpp's bytes are always a candidate, so no block is ever worse than llama.cpp's. (One
+deliberate difference: a scale beyond fp16 range is clamped to 65504 where llama.cpp would
+store inf.) Our own sums use four interleaved lanes (lane_sum) so that the C loops vectorize.
 
 Mirrors native/q_iq4.c byte for byte (see base.py for the rules).
 """
@@ -116,7 +118,7 @@ def _search(xb: np.ndarray, wl: np.ndarray, wm: np.ndarray):
 
 
 def _err(xb, wm, step, L):
-    """sum(wm * (x - step*KV[L])^2), sequential; step (M,) is the dequantized scale."""
+    """sum(wm * (x - step*KV[L])^2) per block; step (M,) is the dequantized scale."""
     e = xb - step[:, None] * KV[L]
     err = lane_sum(wm * e * e)
     return np.where(np.isnan(err), F32(np.inf), err)  # inf * 0 weight: never chosen
@@ -151,6 +153,12 @@ def _weights(x, imatrix, nblk):
     return wl.astype(F32), np.ascontiguousarray(im)
 
 
+def fp16_sat(d):
+    """fp16_round with |d| clamped to the largest finite fp16 (llama.cpp would store inf,
+    which it then refuses to load; only matters for |x| beyond about 8e6)."""
+    return fp16_round(np.clip(d, F32(-65504), F32(65504)))
+
+
 def _pack_nibbles(L):
     """(M, 32) indices -> (M, 16) bytes: low nibble element j, high nibble element j+16."""
     return (L[:, :16] | (L[:, 16:] << 4)).astype(np.uint8)
@@ -176,12 +184,13 @@ class IQ4_NL(QuantType, qtype=T.IQ4_NL):
             L0 = best_index(safe_inv(d_ll)[:, None] * xb)
             s0 = fp16_round(d_ll)
             e0 = _err(xb, wm, s0, L0)
-            L1, e1 = _pick(xb, wm, s0)
-            s2 = fp16_round(d_m)
+            s1 = fp16_sat(d_ll)
+            L1, e1 = _pick(xb, wm, s1)
+            s2 = fp16_sat(d_m)
             L2, e2 = _pick(xb, wm, s2)
-            s3 = fp16_round(_refit(xb, wm, L2))
+            s3 = fp16_sat(_refit(xb, wm, L2))
             L3, e3 = _pick(xb, wm, s3)
-        return xb, (s0, L0, e0), (s0, L1, e1), (s2, L2, e2), (s3, L3, e3)
+        return xb, (s0, L0, e0), (s1, L1, e1), (s2, L2, e2), (s3, L3, e3)
 
     @classmethod
     def quantize_rows(cls, x, imatrix=None):
@@ -236,7 +245,8 @@ class IQ4_XS(QuantType, qtype=T.IQ4_XS):
 
     @classmethod
     def _choose(cls, flat, wmf, s, opts, bases):
-        """Per sub-block best of `opts` and of l in base + SUB_DELTAS -> (l, L, err, total)."""
+        """Per sub-block, the best of `opts` (l, L, err) and of l = base + delta for each
+        (base, deltas) in `bases` -> (s, l, L, err total)."""
         nsb = s.shape[0]
         opts = list(opts)
         for base, deltas in bases:
@@ -264,7 +274,7 @@ class IQ4_XS(QuantType, qtype=T.IQ4_XS):
             d_ll, d_m = d_ll.reshape(nsb, 8), d_m.reshape(nsb, 8)
             # A: llama.cpp's super scale; its own bytes are option 0 of every sub-block
             d, l = cls._super(d_ll)
-            s = fp16_round(d)
+            s = fp16_sat(d)
             dl = (d[:, None] * l.astype(F32)).reshape(-1)
             L0 = best_index(safe_inv(dl)[:, None] * flat)
             step = (s[:, None] * l.astype(F32)).reshape(-1)
@@ -274,14 +284,14 @@ class IQ4_XS(QuantType, qtype=T.IQ4_XS):
             # B, C: super scale from the wm scales, largest one at l = -32 or at l = +31
             for div in (-32, 31):
                 d, l = cls._super(d_m, div)
-                cands.append(cls._choose(flat, wmf, fp16_round(d), [], [(l, DELTAS)]))
+                cands.append(cls._choose(flat, wmf, fp16_sat(d), [], [(l, DELTAS)]))
             # D: the best so far with its super scale refitted (least squares under wm)
             k = np.argmin(np.stack([c[3] for c in cands]), axis=0)
             lsel = np.choose(k[:, None], [c[1] for c in cands])
             Lsel = np.choose(k[:, None, None], [c[2] for c in cands])
             dr = _refit(flat.reshape(nsb, 256), wmf.reshape(nsb, 256),
                         Lsel.reshape(nsb, 256), (np.repeat(lsel, 32, axis=1)).astype(F32))
-            cands.append(cls._choose(flat, wmf, fp16_round(dr), [],
+            cands.append(cls._choose(flat, wmf, fp16_sat(dr), [],
                                      [(lsel, (0,)), (cls._sub_l(dr, d_m), DELTAS)]))
         return cands
 

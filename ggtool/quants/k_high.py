@@ -19,9 +19,10 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from .base import F32, QuantType, fp16_bytes, fp16_value
+from .base import F32, QuantType, fp16_bytes, fp16_value, seq_sum
 
 QK_K = 256
+_CHUNK_BLOCKS = 256  # super-blocks per numpy pass (the polish holds ~50 candidates of each)
 _MAGIC = F32(12582912.0)  # 1.5 * 2^23
 
 
@@ -42,19 +43,19 @@ def _make_qkx(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
 
     x, w: (S, n) float32 -> scale (S,), the_min (S,) (= -min >= 0), L (S, n) int32.
     As upstream, an accepted candidate's min replaces the running min, so later candidates
-    are measured from it: the search is sequential.
+    are measured from it: the search over candidates is sequential.
     """
     S, n = x.shape
     mn = x[:, 0].copy()
     mx = x[:, 0].copy()
-    sum_w = w[:, 0].copy()
-    sum_x = (sum_w * x[:, 0]).astype(F32)
     for i in range(1, n):
         xi = x[:, i]
         mn = _lt_select(xi < mn, xi, mn)
         mx = _lt_select(xi > mx, xi, mx)
-        sum_w = sum_w + w[:, i]
-        sum_x = sum_x + w[:, i] * xi
+    sw_sx = np.stack([w, w * x])                             # (2, S, n)
+    sum_w, sum_x = sw_sx[:, :, 0]                            # C starts these at element 0
+    for i in range(1, n):
+        sum_w, sum_x = sum_w + sw_sx[0, :, i], sum_x + sw_sx[1, :, i]
     mn = _lt_select(mn > 0, F32(0), mn)
     flat = mx == mn
     fnmax = F32(nmax)
@@ -62,32 +63,22 @@ def _make_qkx(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
         iscale = fnmax / (mx - mn)
         scale = F32(1) / iscale
         L = np.clip(_nint(iscale[:, None] * (x - mn[:, None])), 0, nmax)
-        best = np.zeros(S, F32)
-        for i in range(n):
-            diff = scale * L[:, i].astype(F32) + mn - x[:, i]
-            best = best + w[:, i] * (diff * diff)
+        diff = scale[:, None] * L.astype(F32) + mn[:, None] - x
+        best = seq_sum(w * (diff * diff))
         for c in range(nstep + 1):
             isc = ((F32(rmin) + F32(rdelta) * F32(c)) + fnmax) / (mx - mn)
             La = np.clip(_nint(isc[:, None] * (x - mn[:, None])), 0, nmax)
             Lf = La.astype(F32)
-            sum_l = np.zeros(S, F32)
-            sum_l2 = np.zeros(S, F32)
-            sum_xl = np.zeros(S, F32)
-            for i in range(n):
-                wl = w[:, i] * Lf[:, i]
-                sum_l = sum_l + wl
-                sum_l2 = sum_l2 + wl * Lf[:, i]
-                sum_xl = sum_xl + wl * x[:, i]
+            wl = w * Lf
+            sum_l, sum_l2, sum_xl = seq_sum(np.stack([wl, wl * Lf, wl * x]))
             D = sum_w * sum_l2 - sum_l * sum_l
             t_scale = (sum_w * sum_xl - sum_x * sum_l) / D
             t_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
             pos = t_min > 0
             t_min = np.where(pos, F32(0), t_min).astype(F32)
             t_scale = np.where(pos, sum_xl / sum_l2, t_scale).astype(F32)
-            err = np.zeros(S, F32)
-            for i in range(n):
-                diff = t_scale * Lf[:, i] + t_min - x[:, i]
-                err = err + w[:, i] * (diff * diff)
+            diff = t_scale[:, None] * Lf + t_min[:, None] - x
+            err = seq_sum(w * (diff * diff))
             take = (D > 0) & (err < best)
             best = np.where(take, err, best).astype(F32)
             scale = np.where(take, t_scale, scale).astype(F32)
@@ -274,39 +265,34 @@ def _finish(xs, dsrc, msrc, ls, lm, L, nmax):
 
 def _combos(R: int):
     """Search order: the centre first, then row-major over the (2R+1)^2 square."""
-    return [(0, 0)] + [(a, b) for a in range(-R, R + 1) for b in range(-R, R + 1) if (a, b) != (0, 0)]
+    square = [(a, b) for a in range(-R, R + 1) for b in range(-R, R + 1)]
+    return [(0, 0)] + [ab for ab in square if ab != (0, 0)]
 
 
 def _search(xs, w, D, Mn, sc, m, R, nmax):
     """Per sub-block, try (sc+a, m+b) for |a|, |b| <= R with d, dmin fixed; keep the lowest
     float32 error sum(w * (x - xhat)^2) (first one on ties). xs (B, 8, 32), w (8, 32)."""
     fnmax = F32(nmax)
-    best = bsc = bm = bq = None
-    for a, b in _combos(R):
-        s2 = sc + a
-        m2 = m + b
-        ds = (D[:, None] * s2.astype(F32)).astype(F32)      # (B, 8)
-        dm = (Mn[:, None] * m2.astype(F32)).astype(F32)
-        with np.errstate(all="ignore"):
-            inv = np.where(ds > 0, F32(1) / ds, F32(0)).astype(F32)
-        e = np.zeros(ds.shape, F32)
-        q = np.empty(xs.shape, F32)
-        for i in range(32):
-            t = (xs[:, :, i] + dm) * inv
-            t = np.where(t < 0, F32(0), t)
-            t = np.where(t > fnmax, fnmax, t)
-            qi = (t + _MAGIC) - _MAGIC
-            q[:, :, i] = qi
-            diff = xs[:, :, i] - (ds * qi - dm)
-            e = e + w[:, i] * (diff * diff)
-        if best is None:
-            best, bsc, bm, bq = e, s2, m2, q
-            continue
-        take = (s2 >= 0) & (s2 <= 63) & (m2 >= 0) & (m2 <= 63) & (e < best)
-        best = np.where(take, e, best)
-        bsc = np.where(take, s2, bsc)
-        bm = np.where(take, m2, bm)
-        bq = np.where(take[:, :, None], q, bq)
+    combos = np.array(_combos(R), dtype=np.int32)            # (C, 2)
+    s2 = sc[None] + combos[:, 0, None, None]                 # (C, B, 8)
+    m2 = m[None] + combos[:, 1, None, None]
+    ds = (D[None, :, None] * s2.astype(F32)).astype(F32)
+    dm = (Mn[None, :, None] * m2.astype(F32)).astype(F32)
+    with np.errstate(all="ignore"):
+        inv = np.where(ds > 0, F32(1) / ds, F32(0)).astype(F32)
+    t = (xs[None] + dm[..., None]) * inv[..., None]          # (C, B, 8, 32)
+    t = np.where(t < 0, F32(0), t)
+    t = np.where(t > fnmax, fnmax, t)
+    q = (t + _MAGIC) - _MAGIC
+    diff = xs[None] - (ds[..., None] * q - dm[..., None])
+    e = seq_sum(w * (diff * diff))                           # (C, B, 8)
+    best, bsc, bm, bq = e[0], s2[0], m2[0], q[0]
+    for c in range(1, len(combos)):
+        take = (s2[c] >= 0) & (s2[c] <= 63) & (m2[c] >= 0) & (m2[c] <= 63) & (e[c] < best)
+        best = np.where(take, e[c], best)
+        bsc = np.where(take, s2[c], bsc)
+        bm = np.where(take, m2[c], bm)
+        bq = np.where(take[:, :, None], q[c], bq)
     return bsc, bm, bq.astype(np.int32)
 
 
@@ -374,11 +360,10 @@ def _guarded(xs, w, r0, r1):
 # ------------------------------------------------------------------ the types
 
 class _KHigh(QuantType):
-    nmax: int
-    ref_args: tuple
-    clamp_ls: bool
-
-    radii: tuple
+    nmax: int          # largest quant (15 or 31)
+    ref_args: tuple    # make_qkx2_quants (rmin, rdelta, nstep) without imatrix
+    clamp_ls: bool     # llama.cpp's imatrix path clamps the qp levels to 63 (Q5_K only)
+    radii: tuple       # polish: search radius of each round, a d/dmin refit between rounds
 
     @classmethod
     def _stage1(cls, xs, imatrix):
@@ -400,15 +385,14 @@ class _KHigh(QuantType):
         nrows, n = x.shape
         nb = n // QK_K
         xs = np.ascontiguousarray(x, dtype=F32).reshape(nrows * nb, 8, 32)
+        qw = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=F32).reshape(nb, QK_K)
         out = []
-        for r0 in range(0, nrows, max(1, 4096 // nb)):   # bound the temporaries
-            r1 = min(nrows, r0 + max(1, 4096 // nb))
-            blk = xs[r0 * nb:r1 * nb]
-            qw = None
-            if imatrix is not None:
-                qw = np.ascontiguousarray(imatrix, dtype=F32).reshape(nb, QK_K)
-            res = cls._quantize_blocks(blk, qw, nb)
-            out.append(res)
+        step = max(1, _CHUNK_BLOCKS // nb)                   # bound the temporaries
+        for r0 in range(0, nrows, step):
+            r1 = min(nrows, r0 + step)
+            out.append(cls._quantize_blocks(xs[r0 * nb:r1 * nb], qw, nb))
+        if not out:
+            return np.empty((0, cls.row_bytes(n)), np.uint8)
         return np.concatenate(out).reshape(nrows, cls.row_bytes(n))
 
     @classmethod
@@ -491,6 +475,6 @@ class Q5_K(_KHigh, qtype=T.Q5_K):
         qh = b[:, 16:48].reshape(-1, 1, 1, 32)
         qs = b[:, 48:176].reshape(-1, 4, 1, 32)
         lo = (qs >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1)) & 0xF
-        sh = (2 * np.arange(4).reshape(1, 4, 1, 1) + np.arange(2).reshape(1, 1, 2, 1)).astype(np.uint8)
-        hi = (qh >> sh) & 1
+        shift = 2 * np.arange(4).reshape(1, 4, 1, 1) + np.arange(2).reshape(1, 1, 2, 1)
+        hi = (qh >> shift.astype(np.uint8)) & 1                # bit 2c (+1 for the high half)
         return (lo | (hi << 4)).reshape(-1, 8, 32)

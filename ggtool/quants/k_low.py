@@ -342,9 +342,10 @@ def q2_k_llama(x: np.ndarray, imatrix: np.ndarray | None):
 # llama.cpp's block unless ours is strictly better: never worse than libggml, block by block.
 # Error = sum(w*(x - x_hat)^2), w = imatrix (or 1), x_hat exactly as dequantized.
 
-# candidate steps per round: Q2_K (d sc, d m), Q3_K d sc
+# candidate steps per round: Q2_K (d sc, d m), Q3_K d sc (same as q2_steps / q3_steps in C)
 Q2_SEARCH = ([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)],) * 2
 Q3_SEARCH = ((-2, -1, 1, 2), (-2, -1, 1, 2))
+MAGIC = F32(12582912.0)
 
 
 def _lanes16(t):
@@ -367,10 +368,17 @@ def _inv_or_0(v):
         return np.where(v != 0, F32(1) / v, F32(0)).astype(F32)
 
 
+def _clamp_round(v, lo, hi):
+    """v > lo ? v : lo, then v < hi ? v : hi, then round half to even via the 1.5*2^23 trick."""
+    v = np.where(v > F32(lo), v, F32(lo))
+    v = np.where(v < F32(hi), v, F32(hi))
+    return (v + MAGIC) - MAGIC
+
+
 def _q2_cand(x, w, dl, ml):
     """x, w (..., 16); dl, ml (...) -> (L (..., 16) float32 0..3, error (...) float32)."""
     with np.errstate(all="ignore"):
-        L = np.clip(_nint((x + ml[..., None]) * _inv_or_0(dl)[..., None]), 0, 3).astype(F32)
+        L = _clamp_round((x + ml[..., None]) * _inv_or_0(dl)[..., None], 0, 3)
     d = x - (dl[..., None] * L - ml[..., None])
     return L, _lanes16((w * d) * d)
 
@@ -378,7 +386,7 @@ def _q2_cand(x, w, dl, ml):
 def _q3_cand(x, w, dl):
     """x, w (..., 16); dl (...) -> (q (..., 16) float32 -4..3, error (...) float32)."""
     with np.errstate(all="ignore"):
-        q = np.clip(_nint(x * _inv_or_0(dl)[..., None]), -4, 3).astype(F32)
+        q = _clamp_round(x * _inv_or_0(dl)[..., None], -4, 3)
     d = x - dl[..., None] * q
     return q, _lanes16((w * d) * d)
 

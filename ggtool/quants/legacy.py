@@ -2,16 +2,21 @@
 
 Each mirrors its C kernel in native/ byte for byte (see base.py for the rules).
 
-Q4_0/Q4_1/Q5_0/Q5_1 search per block and keep the candidate with the lowest error
-sum(w * (x - x_hat)^2), w = imatrix column (or 1), measured on the stored fp16 values:
-  * llama.cpp's own scale (and min) is always a candidate: without an imatrix the
-    reference one (d = max/-nmax, or min/max), with an imatrix the make_qx_quants /
-    make_qkx3_quants one (weights imatrix*sqrt(sigma2 + x^2));
+Q4_0/Q4_1/Q5_0/Q5_1 evaluate a few candidate scales (and mins) per block and keep the one
+with the lowest error sum(w * (x - x_hat)^2), w = imatrix column (or 1), measured on the
+stored fp16 values (first candidate wins ties):
+  * llama.cpp's own scale/min comes first: without an imatrix the reference one
+    (d = max/-nmax for _0, (max - min)/nmax and min for _1), with an imatrix the
+    make_qx_quants / make_qkx3_quants one (weights imatrix*sqrt(sigma2 + x^2)), with the
+    reference one as a second candidate;
   * every candidate's quants are re-rounded to the nearest level of the *stored* fp16
-    scale, so each candidate is at least as good as llama.cpp's bytes for that scale;
-  * a make_qx/qkx-style scan of inverse scales with least-squares refits on the metric
-    weights supplies the others.
-`llama_rows` gives llama.cpp's exact bytes (used by the tests against libggml).
+    scale and min, so a candidate is never worse than llama.cpp's bytes for that scale:
+    the result is never worse than llama.cpp's on any block;
+  * a make_qx / qkx-style scan of inverse scales (least-squares fit on the metric
+    weights) and a least-squares refit of the best quants supply the others.
+Sums: llama.cpp's routines and the scans add sequentially in element order (C computes
+the trials side by side); the candidate errors and the symmetric refit add in 8 lanes
+(`_lane_sum`). `llama_rows` gives llama.cpp's exact bytes (the tests hold it to libggml).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ GROUP_MAX_EPS = F32(1e-15)
 LLAMA_QX_STEPS = tuple(i for i in range(-9, 10) if i != 0)  # make_qx_quants' own
 SYM_STEPS = LLAMA_QX_STEPS
 SYM_STEPS_FAST = (-6, -3, 3, 6)
-ASYM_SCAN = (F32(-1.0), F32(0.25), 8)  # (rmin, rdelta, nstep); with an imatrix llama.cpp's
+ASYM_SCAN = (F32(-1.0), F32(0.25), 7)  # (rmin, rdelta, nstep); with an imatrix llama.cpp's
                                        # make_qkx3 scan (-0.9, 0.05, 36) runs as well
 
 
@@ -74,8 +79,8 @@ def _signed_absmax(b):
 
 def _lane_sum(a):
     """Sum over the last axis (a multiple of 8) in 8 interleaved lanes, lanes combined
-    pairwise: ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). C: lane_sum32 / lane_sum16, which the
-    compiler can vectorize. Used for ggtool's own sums; llama.cpp's routines add sequentially."""
+    pairwise: ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). C: the j/k loop nests + lanes() in
+    q_legacy.c, lane_sum16 in q6_k.c (the compiler vectorizes them)."""
     a = np.asarray(a, dtype=F32)
     acc = np.zeros(a.shape[:-1] + (8,), F32)
     for j in range(0, a.shape[-1], 8):
@@ -214,7 +219,9 @@ def _keep(best, cand):
 
 
 def _sym_scan(x, w, nmax, steps):
-    """make_qx-style scan on the metric weights: the least-squares scale of the best trial."""
+    """make_qx-style scan on the metric weights: the least-squares scale of the best trial.
+
+    Sequential sums (C runs the trials side by side, each summed in element order)."""
     fn = F32(nmax)
     mx = _signed_absmax(x)
     mx = np.where(np.abs(mx) < GROUP_MAX_EPS, F32(1), mx)  # all ~zero: no trial is used
@@ -223,8 +230,8 @@ def _sym_scan(x, w, nmax, steps):
     for s in steps:
         iscale = -(F32(0.1) * F32(s) + fn) / mx
         l = np.clip(np.rint(iscale[:, None] * x), -nmax, nmax - 1).astype(F32)
-        sumlx = _lane_sum((w * x) * l)
-        suml2 = _lane_sum((w * l) * l)
+        sumlx = seq_sum((w * x) * l)
+        suml2 = seq_sum((w * l) * l)
         better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
         d = sumlx / np.where(better, suml2, F32(1))
         best_d = np.where(better, d, best_d)
@@ -241,9 +248,9 @@ def _sym_refit(x, w, l):
 def _asym_fit(x, w, l, sw, sx):
     """Weighted least squares x ~ d*l + m; ok=False where singular. Returns d, m, gain, ok."""
     wl = w * l
-    sl = _lane_sum(wl)
-    sl2 = _lane_sum(wl * l)
-    sxl = _lane_sum(wl * x)
+    sl = seq_sum(wl)
+    sl2 = seq_sum(wl * l)
+    sxl = seq_sum(wl * x)
     D = sw * sl2 - sl * sl
     ok = D > 0
     Ds = np.where(ok, D, F32(1))
@@ -258,8 +265,8 @@ def _asym_scan(x, w, nmax, scan):
     mn = x.min(axis=1) + F32(0)
     mx = x.max(axis=1) + F32(0)
     rng = np.where(mx - mn >= GROUP_MAX_EPS, mx - mn, F32(1))
-    sw = _lane_sum(w)
-    sx = _lane_sum(w * x)
+    sw = seq_sum(w)
+    sx = seq_sum(w * x)
     best_d = (mx - mn) / fn
     best_m = mn
     best = np.full(x.shape[0], -np.inf, F32)

@@ -3,12 +3,12 @@
 Layout (210 bytes): ql[128], qh[64], int8 scales[16], fp16 d. Mirrors native/q6_k.c byte
 for byte (see base.py for the rules).
 
-The quantizer starts from llama.cpp's exact result (make_qx_quants(16, 32) per sub-block with
-weights x^2, or the imatrix itself; the sub-block scales then to int8 with d = max_scale/-128,
-quants re-rounded to the stored scales) and then, per sub-block, also tries the neighbouring
-int8 scales sc-1 and sc+1, keeping the one with the lowest error sum(w * (x - x_hat)^2),
-w = imatrix (or 1). Sub-blocks are independent once d is fixed, so the result is never worse
-than llama.cpp's on any block.
+The quantizer starts from llama.cpp's exact result (make_qx_quants(16, 32) per sub-block
+with weights x^2, or the imatrix itself; the sub-block scales go to int8 with
+d = max_scale/-128; quants are nearest levels of the stored scales) and then, per
+sub-block, also tries the int8 scales sc-4..sc+4, keeping the one with the lowest error
+sum(w * (x - x_hat)^2), w = imatrix (or 1), llama.cpp's first among equals. Sub-blocks are
+independent once d is fixed, so the result is never worse than llama.cpp's on any block.
 """
 
 from __future__ import annotations
