@@ -118,9 +118,11 @@ class TokenizerSummary:
 def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, hparams: dict) -> TokenizerSummary:
     """Write every tokenizer key llama.cpp needs for the tokenizer in `model_dir`."""
     model_dir = Path(model_dir)
-    if (model_dir / "tokenizer.model").is_file():
+    spm_file, json_file = model_dir / "tokenizer.model", model_dir / "tokenizer.json"
+    # A tokenizer.model that is not SentencePiece (tiktoken ranks, say) beside a tokenizer.json: use the json.
+    if spm_file.is_file() and (not json_file.is_file() or _loads_as_spm(spm_file)):
         summ, tokens, types = _spm(writer, model_dir, hparams)
-    elif (model_dir / "tokenizer.json").is_file():
+    elif json_file.is_file():
         summ, tokens, types = _bpe(writer, model_dir, hparams)
     else:
         raise InputError(f"no tokenizer.json or tokenizer.model in {model_dir}",
@@ -176,8 +178,9 @@ def _bpe(writer, model_dir: Path, hparams: dict):
     else:
         pre, source = pre_from_structure(tj), "structure"
         if pre is None:
+            shown = json.dumps(tj.get("pre_tokenizer"))[:300]
             raise InputError(
-                f"unknown BPE pre-tokenizer in {path} (chkhsh {chkhsh}): {json.dumps(tj.get('pre_tokenizer'))[:300]}",
+                f"unknown BPE pre-tokenizer in {path} (chkhsh {chkhsh}): {shown}",
                 hint="llama.cpp must split text the same way; recognised structures: "
                      + "; ".join(SUPPORTED_PRE_STRUCTURES))
         if pre == "llama-bpe" and not model.get("ignore_merges"):
@@ -291,6 +294,16 @@ def _spm(writer, model_dir: Path, hparams: dict):
         if 0 <= sid < n_vocab:
             summ.special[name] = sid
     return summ, tokens, tok_types
+
+
+def _loads_as_spm(path: Path) -> bool:
+    from sentencepiece import SentencePieceProcessor
+
+    try:
+        SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError):
+        return False
+    return True
 
 
 def read_spm_proto(data: bytes) -> tuple[list[str], list[float], list[int], bool]:

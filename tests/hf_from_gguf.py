@@ -61,7 +61,8 @@ def read_gguf_kv(path: str | Path) -> dict:
     vocabularies (GGUFReader builds a numpy view per array element)."""
     import struct
 
-    scalar = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+    scalar = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+              10: "<Q", 11: "<q", 12: "<d"}
     with open(path, "rb") as f:
         magic, version, _n_tensors, n_kv = struct.unpack("<4sIQQ", f.read(24))
         if magic != b"GGUF" or version < 2:

@@ -121,19 +121,28 @@ def test_q8_0_tensors_decode_with_gguf_py(tmp_path):
     for t in r.tensors:
         shape = tuple(reversed([int(s) for s in t.shape]))
         np.testing.assert_array_equal(gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape),
-                                      quants.dequantize(np.array(t.data), t.tensor_type, shape))
+                                      quants.dequantize(np.ascontiguousarray(t.data).reshape(-1).view(np.uint8),
+                                                        t.tensor_type, shape))
 
 
 def test_gguf_input_is_reencoded_with_warning(tmp_path, llama_cpp_ok, llama_model):
+    """A quantized GGUF in: dequantized exactly (gguf-py is the oracle), metadata kept, runs."""
     ck = make_checkpoint(tmp_path / "ck", "llama", hidden=64, heads=4, kv_heads=2)
     q8 = convert(ck, tmp_path / "a.Q8_0.gguf", "Q8_0", progress=False).path
     msgs = []
-    res = convert(q8, tmp_path / "b.F16.gguf", "F16", progress=False, log=msgs.append)
+    res = convert(q8, tmp_path / "b.F32.gguf", "F32", progress=False, log=msgs.append)
     assert any("re-quantizing loses quality" in m for m in msgs)
     a, b = gguf.GGUFReader(q8), gguf.GGUFReader(res.path)
-    assert b.fields["tokenizer.ggml.tokens"].contents() == a.fields["tokenizer.ggml.tokens"].contents()
+    for k in a.fields:
+        if not k.startswith("GGUF.") and k not in ("general.file_type", "general.quantization_version"):
+            assert b.fields[k].contents() == a.fields[k].contents(), k
+    assert b.fields["general.file_type"].contents() == 0
+    bt = {t.name: t for t in b.tensors}
+    for t in a.tensors:
+        np.testing.assert_array_equal(np.asarray(bt[t.name].data).reshape(-1),
+                                      gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1))
     ids = [3, 50, 60, 70]
-    np.testing.assert_allclose(_logits(llama_model, res.path, ids), _logits(llama_model, q8, ids), atol=2e-2, rtol=0)
+    assert np.isfinite(_logits(llama_model, res.path, ids)).all()
 
 
 def test_streaming_memory_is_bounded_by_a_few_tensors(tmp_path):

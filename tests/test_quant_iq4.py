@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
@@ -101,7 +103,9 @@ def test_never_worse_than_llama_algorithm_per_block(qtype, im):
 
 # ------------------------------------------------------------------ libggml as the yardstick
 
-def _noised_smollm2_rows(path, n=1536, nrows=96):
+@functools.lru_cache(maxsize=1)
+def _noised_smollm2_rows(path, n=1536, nrows=48):
+    """Three real weight tensors (on the Q4_1 grid, so + small noise), as (nrows, n) rows."""
     import gguf
 
     r = gguf.GGUFReader(path)
@@ -109,8 +113,9 @@ def _noised_smollm2_rows(path, n=1536, nrows=96):
     out = {}
     for t in r.tensors:
         if t.name in ("blk.3.ffn_down.weight", "blk.5.attn_q.weight", "blk.7.ffn_up.weight"):
-            w = gguf_dequantize(t.data, t.tensor_type).astype(np.float32).reshape(-1)
-            w = w[: (w.size // n) * n].reshape(-1, n)[:nrows]
+            need = -(-nrows * n // int(t.shape[0]))  # source rows (ne0 values each) to decode
+            w = gguf_dequantize(t.data[:need], t.tensor_type).astype(np.float32)
+            w = w.reshape(-1)[: nrows * n].reshape(nrows, n)
             out[t.name] = (w + rng.normal(0, 0.05 * w.std(), w.shape)).astype(np.float32)
     assert len(out) == 3
     return out
@@ -131,12 +136,13 @@ def test_llama_reproduction_matches_libggml_bytes(llama_cpp_ok, qtype):
 
 
 @pytest.mark.parametrize("qtype", TYPES)
-def test_error_not_above_libggml(backend, llama_cpp_ok, smollm2_gguf, qtype):
+def test_error_not_above_libggml(llama_cpp_ok, smollm2_gguf, qtype):
+    """Default backend only: test_native_equals_numpy shows both give the same bytes."""
     from ggtool.llamacpp import ggml_quantize
 
     rng = np.random.default_rng(9)
-    sets = {"gaussian": rng.standard_normal((64, 1536)).astype(np.float32),
-            "heavy_tail": rng.standard_t(3, (32, 1536)).astype(np.float32)}
+    sets = {"gaussian": rng.standard_normal((48, 1536)).astype(np.float32),
+            "heavy_tail": rng.standard_t(3, (16, 1536)).astype(np.float32)}
     sets.update(_noised_smollm2_rows(str(smollm2_gguf)))
     for name, x in sets.items():
         for imatrix in (None, imatrix_for(x.shape[1])):

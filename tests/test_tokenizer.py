@@ -195,6 +195,31 @@ def test_keys_round_trip(kind, tiny, tmp_path):
     assert kv["tokenizer.ggml.add_eos_token"] is False
 
 
+def test_spm_added_tokens_json(tiny, tmp_path):
+    """added_tokens.json extends a SentencePiece vocab; tokenizer_config's added_tokens_decoder
+    marks special ones as control tokens."""
+    d = tmp_path / "m"
+    shutil.copytree(tiny("spm"), d)
+    n = len(read_spm_proto((d / "tokenizer.model").read_bytes())[0])
+    (d / "added_tokens.json").write_text(json.dumps({"<tool>": n, "<|eot_id|>": n + 1}))
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg["added_tokens_decoder"] = {str(n + 1): {"content": "<|eot_id|>", "special": True}}
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    summ = write_vocab_gguf(d, tmp_path / "v.gguf", vocab_size=n + 3)
+    kv = read_kv(tmp_path / "v.gguf")
+    assert kv["tokenizer.ggml.tokens"][n:] == ["<tool>", "<|eot_id|>", f"[PAD{n + 2}]"]
+    T = gguf.TokenType
+    assert kv["tokenizer.ggml.token_type"][n:] == [T.USER_DEFINED, T.CONTROL, T.UNUSED]
+    assert summ.special["eot"] == n + 1 == kv["tokenizer.ggml.eot_token_id"]
+
+
+def test_non_spm_tokenizer_model_falls_back_to_json(tiny, tmp_path):
+    d = tmp_path / "m"
+    shutil.copytree(tiny("qwen2"), d)
+    (d / "tokenizer.model").write_text("IQ== 0\nIg== 1\n")   # tiktoken-style ranks, not protobuf
+    assert write_vocab_gguf(d, tmp_path / "v.gguf").pre == "qwen2"
+
+
 def test_vocab_padded_to_config_size(tiny, tmp_path):
     d = tiny("gpt2")
     n = len(json.loads((d / "tokenizer.json").read_text())["model"]["vocab"]) + len(USER_TOKENS)
@@ -235,7 +260,8 @@ def test_named_chat_templates(tiny, tmp_path):
     d = tmp_path / "m"
     shutil.copytree(tiny("gpt2"), d)
     cfg = json.loads((d / "tokenizer_config.json").read_text())
-    cfg["chat_template"] = [{"name": "default", "template": CHATML}, {"name": "tool_use", "template": "{{x}}"}]
+    cfg["chat_template"] = [{"name": "default", "template": CHATML},
+                            {"name": "tool_use", "template": "{{x}}"}]
     (d / "tokenizer_config.json").write_text(json.dumps(cfg))
     write_vocab_gguf(d, tmp_path / "v.gguf")
     kv = read_kv(tmp_path / "v.gguf")
@@ -254,7 +280,8 @@ def test_merges_in_list_form(tiny, tmp_path):
     (d / "tokenizer.json").write_text(json.dumps(tj))
     write_vocab_gguf(tiny("gpt2"), tmp_path / "a.gguf")
     write_vocab_gguf(d, tmp_path / "b.gguf")
-    assert read_kv(tmp_path / "a.gguf")["tokenizer.ggml.merges"] == read_kv(tmp_path / "b.gguf")["tokenizer.ggml.merges"]
+    merges = [read_kv(tmp_path / f)["tokenizer.ggml.merges"] for f in ("a.gguf", "b.gguf")]
+    assert merges[0] == merges[1] and len(merges[0]) > 400
 
 
 def test_unknown_pre_tokenizer_is_a_clear_error(tiny, tmp_path):
@@ -305,6 +332,24 @@ def test_llamacpp_tokenizes_like_the_library(kind, tiny, tmp_path, llama_cpp_ok)
         m.close()
 
 
+@pytest.mark.parametrize("kind,wrong", [("gpt2", "smollm"), ("llama3", "qwen2"), ("qwen2", "gpt-2"),
+                                        ("smollm", "llama-bpe")])
+def test_llamacpp_comparison_has_teeth(kind, wrong, tiny, tmp_path, monkeypatch, llama_cpp_ok):
+    """With another pre-tokenizer name llama.cpp tokenizes differently: the texts and the tiny
+    vocabs are discriminating enough for the equality above to mean something."""
+    import ggtool.tokenizer
+    from ggtool.llamacpp import Model
+
+    d = tiny(kind)
+    monkeypatch.setattr(ggtool.tokenizer, "pre_from_structure", lambda tj: wrong)
+    write_vocab_gguf(d, tmp_path / "v.gguf")
+    m = Model(tmp_path / "v.gguf", vocab_only=True)
+    try:
+        assert m.tokenize(PLAIN) != hf_ids(d, PLAIN)
+    finally:
+        m.close()
+
+
 def test_llamacpp_tokenizes_padded_vocab(tiny, tmp_path, llama_cpp_ok):
     from ggtool.llamacpp import Model
 
@@ -327,7 +372,8 @@ def test_smollm2_rebuilt_tokenizer_hash(smollm_tok):
 def test_smollm2_keys_match_original_gguf(smollm_tok, tmp_path):
     d, orig = smollm_tok
     summ = write_vocab_gguf(d, tmp_path / "v.gguf")
-    assert (summ.pre, summ.pre_source, summ.n_merges) == ("smollm", "hash", len(orig["tokenizer.ggml.merges"]))
+    assert (summ.pre, summ.pre_source) == ("smollm", "hash")
+    assert summ.n_merges == len(orig["tokenizer.ggml.merges"])
     kv = read_gguf_kv(tmp_path / "v.gguf")
     for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
                 "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id",
@@ -370,8 +416,9 @@ def test_smollm2_checkpoint_logits_match_llamacpp(smollm2_gguf, tmp_path, llama_
         m.close()
     assert ours.shape == ref.shape
     corr = [np.corrcoef(a, b)[0, 1] for a, b in zip(ours, ref)]
-    assert min(corr) > 0.99, corr
-    assert np.mean(ours.argmax(-1) == ref.argmax(-1)) >= 0.8
+    # q/k left in llama.cpp's row order gives min corr ~0.82; the right order >= 0.998 (Q4_1 x Q8 noise)
+    assert min(corr) > 0.995, corr
+    assert np.mean(ours.argmax(-1) == ref.argmax(-1)) >= 0.9
 
 
 def numpy_llama_forward(st: dict, cfg: dict, ids: list[int]) -> np.ndarray:
@@ -385,7 +432,8 @@ def numpy_llama_forward(st: dict, cfg: dict, ids: list[int]) -> np.ndarray:
     def rope(x):  # (T, heads, hd), HF rotate_half convention
         inv = 1.0 / cfg["rope_theta"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
         ang = np.arange(T)[:, None] * inv[None, :]
-        cos, sin = np.cos(np.concatenate([ang, ang], -1))[:, None], np.sin(np.concatenate([ang, ang], -1))[:, None]
+        ang = np.concatenate([ang, ang], -1)[:, None]                 # (T, 1, hd)
+        cos, sin = np.cos(ang), np.sin(ang)
         rot = np.concatenate([-x[..., hd // 2:], x[..., : hd // 2]], -1)
         return x * cos + rot * sin
 

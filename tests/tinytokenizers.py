@@ -35,9 +35,18 @@ LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
 QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
 
 
-def corpus_lines() -> list[str]:
-    text = (DATA / "alice29.txt").read_text(encoding="utf-8", errors="replace")
-    return [line for line in text.splitlines() if line.strip()]
+def corpus_text() -> str:
+    """Alice, plus 30 kB of shared/data/code.utf8 so the vocab learns digit runs, indentation and
+    newline runs: where pre-tokenizers differ (a tokenizer trained on prose alone would tokenize
+    the same under most of them, and the llama.cpp comparison would prove little)."""
+    alice = (DATA / "alice29.txt").read_text(encoding="utf-8", errors="replace")
+    code = (DATA / "code.utf8").read_text(encoding="utf-8", errors="replace")[:30000]
+    return alice + "\n\n" + code
+
+
+def corpus_chunks() -> list[str]:
+    """Paragraph-sized pieces that keep their inner newlines and indentation."""
+    return [c for c in corpus_text().split("\n\n") if c.strip()]
 
 
 def make_tokenizer(kind: str, out_dir: Path, vocab_size: int = VOCAB) -> int:
@@ -61,7 +70,8 @@ def _make_bpe(kind: str, out_dir: Path, vocab_size: int) -> int:
     if kind == "gpt2":
         tok.pre_tokenizer = byte_level
     elif kind == "smollm":
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        digits = pre_tokenizers.Digits(individual_digits=True)
+        tok.pre_tokenizer = pre_tokenizers.Sequence([digits, byte_level])
     else:
         regex = LLAMA3_REGEX if kind == "llama3" else QWEN2_REGEX
         split = pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False)
@@ -71,7 +81,7 @@ def _make_bpe(kind: str, out_dir: Path, vocab_size: int) -> int:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus_lines(), trainer=trainer)
+    tok.train_from_iterator(corpus_chunks(), trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in USER_TOKENS])
     if bos:
         tok.post_processor = processors.TemplateProcessing(
@@ -94,11 +104,12 @@ def _make_spm(out_dir: Path, vocab_size: int) -> int:
     model = io.BytesIO()
     # Llama-2's tokenizer.model settings: identity normalization, whitespace kept as is,
     # digits split, byte fallback; <s> </s> <unk> at 1 2 0.
+    lines = [line for line in corpus_text().splitlines() if line.strip()]
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus_lines()), model_writer=model, model_type="bpe",
-        vocab_size=vocab_size, character_coverage=1.0, byte_fallback=True, split_digits=True,
-        allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
-        normalization_rule_name="identity", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=vocab_size,
+        character_coverage=1.0, byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
+        remove_extra_whitespaces=False, normalization_rule_name="identity",
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         control_symbols=["<|im_start|>", "<|im_end|>"], user_defined_symbols=USER_TOKENS,
         num_threads=1, minloglevel=2,
     )
