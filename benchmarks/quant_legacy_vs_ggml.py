@@ -4,8 +4,8 @@ For each type, without and with an importance matrix, prints
   * err ratio: our weighted squared error / libggml's, sum(w*(x - x_hat)^2), w = imatrix or 1
     (per data set: random gaussian, random heavy-tailed, noised SmolLM2 weights);
   * same: the fraction of blocks whose bytes equal libggml's;
-  * speed: single-thread M weights/s, ours (C kernel, or numpy if not built) vs libggml's
-    ggml_quantize_chunk, on the same random rows.
+  * speed: single-thread M weights/s (best thread CPU time of 5, interleaved), ours (C
+    kernel, or numpy if not built) vs libggml's ggml_quantize_chunk, on the same rows.
 
     .venv/bin/python benchmarks/quant_legacy_vs_ggml.py [--rows 256] [--no-real]
 """
@@ -50,12 +50,15 @@ def real_rows(rows: int) -> dict[str, np.ndarray]:
     return out
 
 
-def best_time(fn, reps: int = 3) -> float:
-    best = float("inf")
+def best_times(fns, reps: int = 5) -> list[float]:
+    """Best CPU time of this thread per function, the functions interleaved (the machine
+    may be shared: CPU time and interleaving keep the ratio honest)."""
+    best = [float("inf")] * len(fns)
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
+        for i, fn in enumerate(fns):
+            t0 = time.thread_time()
+            fn()
+            best[i] = min(best[i], time.thread_time() - t0)
     return best
 
 
@@ -94,8 +97,8 @@ def main() -> int:
                 print(f"{t:5} {'yes' if with_im else 'no':7} {name:17} {e_o / e_g:13.4f} {same:6.3f}")
             x = data["gaussian"]
             im = imatrix(n) if with_im else None
-            t_o = best_time(lambda: quants.quantize(x, t, im, threads=1))
-            t_g = best_time(lambda: ggml_quantize(x, t, im))
+            t_o, t_g = best_times([lambda: quants.quantize(x, t, im, threads=1),
+                                   lambda: ggml_quantize(x, t, im)])
             speed_rows.append((t, with_im, x.size / t_o / 1e6, x.size / t_g / 1e6))
     print()
     print(f"{'type':5} {'imatrix':7} {'ours M/s':>9} {'ggml M/s':>9} {'ratio':>6}")

@@ -323,8 +323,8 @@ def plan_types(tensors: Iterable[tuple], model: ModelInfo, mix: str | Mix,
         raise QuantError(f"bad --tensor-type regex: {e}", hint="write it as REGEX=TYPE") from None
 
     # llama.cpp walks tensors sorted by (layer, name); the rule counters depend on that order
-    items = sorted(((t[0], tuple(t[1]), t[2] if len(t) > 2 else T.F32) for t in tensors),
-                   key=lambda t: (_layer_of(t[0]), t[0]))
+    given = [(t[0], tuple(t[1]), t[2] if len(t) > 2 else T.F32) for t in tensors]
+    items = sorted(given, key=lambda t: (_layer_of(t[0]), t[0]))
     names = [t[0] for t in items]
     tied = "output.weight" not in names
     n_attn_v = sum(category(n) == "attn_v" for n in names)
@@ -335,10 +335,10 @@ def plan_types(tensors: Iterable[tuple], model: ModelInfo, mix: str | Mix,
 
     plan: dict[str, T] = {}
     for name, shape, src in items:
-        cat, ncols = category(name), shape[-1]
         if not allows_quantization(name, shape):
             plan[name] = src
             continue
+        cat, ncols = category(name), shape[-1]
         # --token-embedding-type / --output-tensor-type win outright, in every mix
         if token_embd_type is not None and cat == "token_embd" and not (
                 name == "per_layer_token_embd.weight" and match(name) is not None):
@@ -369,4 +369,4 @@ def plan_types(tensors: Iterable[tuple], model: ModelInfo, mix: str | Mix,
             new = _rule_type(mix, cat, new, ncols, _Ctx(i, n, model, imatrix_available),
                              tied, output_type)
         plan[name] = shape_fallback(name, ncols, new)
-    return plan
+    return {name: plan[name] for name, _, _ in given}  # in the caller's order
