@@ -48,7 +48,9 @@ class Q8_0(QuantType, qtype=T.Q8_0):
         blocks = np.asarray(x, dtype=F32).reshape(-1, 32)  # (nb, 32)
         amax = np.max(np.abs(blocks), axis=1)               # max is order-independent
         d = amax / F32(127)
-        inv = safe_inv(d)
+        with np.errstate(over="ignore"):
+            inv = safe_inv(d)
+        inv[~np.isfinite(inv)] = 0  # subnormal d: 1/d overflows; fp16(d) is 0 anyway
         q = round_half_away(blocks * inv[:, None]).astype(np.int8)
         out = np.empty((blocks.shape[0], 34), dtype=np.uint8)
         out[:, :2] = fp16_bytes(d)
