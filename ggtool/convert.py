@@ -73,9 +73,7 @@ def plan_types(src: Source, mix: str, rules: str = "plain", **opts) -> tuple[dic
     from . import mixes
 
     m = mixes.get_mix(mix_u)
-    info = mixes.ModelInfo(arch=src.info.arch, n_layer=src.info.n_layer, n_head=src.info.n_head,
-                           n_head_kv=src.info.n_head_kv, n_expert=src.info.n_expert)
-    plan = mixes.plan_types(src.tensors, info, m, **opts)
+    plan = mixes.plan_types(src.tensors, src.info, m, **opts)
     return plan, m.ftype
 
 

@@ -17,17 +17,7 @@ import gguf
 from . import arch as archs
 from .checkpoint import HFCheckpoint, read_json
 from .errors import CorruptFile, InputError
-
-
-@dataclass
-class ModelInfo:
-    """What the type-choice rules need to know about a model."""
-    arch: str
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    n_expert: int = 0
-    tied: bool = False
+from .mixes import ModelInfo  # what the type-choice rules need to know about a model
 
 
 @dataclass
@@ -63,7 +53,7 @@ class HFSource(Source):
             self.hp = archs.base.HParams(**{**self.hp.__dict__, "tied": tied})
         super().__init__(
             arch=self.family.gguf_arch,
-            info=ModelInfo(self.family.gguf_arch, self.hp.n_layer, self.hp.n_head, self.hp.n_head_kv, 0, tied),
+            info=ModelInfo(self.family.gguf_arch, self.hp.n_layer, self.hp.n_head, self.hp.n_head_kv),
             name=path.resolve().name,
         )
         self.hf_of: dict[str, str] = {}
@@ -116,20 +106,9 @@ class GGUFSource(Source):
             self.reader = gguf.GGUFReader(path)
         except (ValueError, OSError, IndexError) as e:  # gguf-py raises ValueError on bad magic/version
             raise CorruptFile(f"{path.name} is not a readable GGUF file ({e})") from None
-        f = self.reader.fields
-        arch = f["general.architecture"].contents() if "general.architecture" in f else "?"
-
-        def get(key, default=0):
-            return f[key].contents() if key in f else default
-
-        n_head = int(get(f"{arch}.attention.head_count", 0) or 0)
-        super().__init__(
-            arch=arch,
-            info=ModelInfo(arch, int(get(f"{arch}.block_count", 0)), n_head,
-                           int(get(f"{arch}.attention.head_count_kv", n_head) or n_head), int(get(f"{arch}.expert_count", 0)),
-                           "output.weight" not in {t.name for t in self.reader.tensors}),
-            name=str(get("general.name", path.stem)),
-        )
+        info = ModelInfo.from_gguf(self.reader)
+        name = self.reader.fields.get("general.name")
+        super().__init__(arch=info.arch, info=info, name=str(name.contents()) if name else path.stem)
         self.by_name = {t.name: t for t in self.reader.tensors}
         quantized = sorted({t.tensor_type.name for t in self.reader.tensors
                             if t.tensor_type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,

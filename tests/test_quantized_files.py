@@ -11,9 +11,9 @@ from ggtool.convert import convert
 from ggtool.mixes import MIXES
 from tests.tinymodels import make_checkpoint
 
-TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
-# loose bound on max |logit error| / max |logit| per bits: the file must run, and run sensibly
-BOUND = {"Q2_K": 0.6, "Q3_K": 0.4, "IQ4_XS": 0.3, "IQ4_NL": 0.3, "Q4_0": 0.3, "Q4_1": 0.3, "Q4_K": 0.3}
+# type -> the llama_ftype whose default it is (for llama.cpp's own --pure file of that type)
+TYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "Q8_0": 7, "Q2_K": 10, "Q3_K": 11, "Q4_K": 14,
+         "Q5_K": 16, "Q6_K": 18, "IQ4_NL": 25, "IQ4_XS": 30}
 
 
 @pytest.fixture(scope="module")
@@ -27,26 +27,35 @@ def model256(tmp_path_factory):
 
 def _logits(path, ids):
     from ggtool.llamacpp import Model
-    m = Model(path, n_ctx=64)
+    m = Model(path, n_ctx=128)
     try:
         return m.logits(ids)
     finally:
         m.close()
 
 
-@pytest.mark.parametrize("qtype", TYPES)
+@pytest.mark.parametrize("qtype", list(TYPES))
 def test_every_type_loads_and_runs(model256, qtype, tmp_path, llama_cpp_ok):
+    """Every matrix in `qtype`: llama.cpp runs it, and its logits are about as close to the
+    reference forward pass as those of llama.cpp's own --pure file of that type."""
+    from ggtool.llamacpp import llama_quantize_file
     from tests.reference_forward import reference_logits
 
-    ck, _ = model256
-    res = convert(ck, tmp_path / f"{qtype}.gguf", "Q8_0", rules="llama.cpp", progress=False,
+    ck, f16 = model256
+    res = convert(f16, tmp_path / f"{qtype}.gguf", "Q8_0", rules="llama.cpp", progress=False,
                   overrides=[(r"\.weight$", qtype)])
-    kinds = {t.tensor_type.name for t in gguf.GGUFReader(res.path).tensors}
-    assert qtype in kinds
-    ids = [5, 17, 99, 3, 250, 41, 7]
-    got, ref = _logits(res.path, ids), reference_logits(ck, ids)
-    err = float(np.abs(got - ref).max() / np.abs(ref).max())
-    assert np.isfinite(got).all() and err < BOUND.get(qtype, 0.15), (qtype, err)
+    theirs = tmp_path / f"{qtype}.llama.gguf"
+    llama_quantize_file(f16, theirs, TYPES[qtype], nthread=1, extra={"pure": True})
+    kinds = {t.name: t.tensor_type.name for t in gguf.GGUFReader(res.path).tensors}
+    assert kinds == {t.name: t.tensor_type.name for t in gguf.GGUFReader(theirs).tensors}
+    assert qtype in kinds.values()
+    ids = [int(i) for i in np.random.default_rng(0).integers(3, 1000, 48)]
+    ref = reference_logits(ck, ids)
+    ours, base = _logits(res.path, ids), _logits(theirs, ids)
+    assert np.isfinite(ours).all()
+    rms = float(np.sqrt(((ours - ref) ** 2).mean()))
+    rms_llama = float(np.sqrt(((base - ref) ** 2).mean()))
+    assert rms <= 1.05 * rms_llama, (qtype, rms, rms_llama)
 
 
 @pytest.mark.parametrize("mix", [m for m in MIXES if m not in ("F32",)])
