@@ -17,6 +17,7 @@ import errno
 import os
 import secrets
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,31 @@ def _os_error(path: Path, e: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {e.strerror or e}")
 
 
+GT = gguf.GGUFValueType
+
+
+class _Writer(gguf.GGUFWriter):
+    """gguf-py's writer with a fast path for big arrays (vocabularies: ~100k strings).
+
+    Same bytes: little-endian, u32 element type, u64 count, then the elements."""
+
+    _NUMPY = {GT.UINT8: "<u1", GT.INT8: "<i1", GT.UINT16: "<u2", GT.INT16: "<i2", GT.UINT32: "<u4",
+              GT.INT32: "<i4", GT.FLOAT32: "<f4", GT.UINT64: "<u8", GT.INT64: "<i8", GT.FLOAT64: "<f8"}
+
+    def _pack_val(self, val, vtype, add_vtype, sub_type=None):
+        if (vtype != GT.ARRAY or self.endianess != gguf.GGUFEndian.LITTLE or isinstance(val, bytes)
+                or len(val) < 1024):
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+        ltype = sub_type if sub_type is not None else GT.get_type(val[0])
+        head = (struct.pack("<I", vtype) if add_vtype else b"") + struct.pack("<IQ", ltype, len(val))
+        if ltype == GT.STRING:
+            enc = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in val]
+            return head + b"".join(struct.pack("<Q", len(e)) + e for e in enc)
+        if ltype in self._NUMPY:
+            return head + np.asarray(val, dtype=self._NUMPY[ltype]).tobytes()
+        return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+
 class GGUFOutput:
     def __init__(self, path: str | os.PathLike, arch: str):
         self.path = Path(path)
@@ -57,7 +83,7 @@ class GGUFOutput:
             raise OutputError(f"cannot write to folder {parent}: permission denied",
                               hint="choose an output path in a folder you can write to")
         self.tmp = parent / f"{self.path.name}.{secrets.token_hex(4)}.incomplete"
-        self.writer = gguf.GGUFWriter(None, arch)
+        self.writer = _Writer(None, arch)
         self._plan: list[tuple[str, int]] = []
         self._next = 0
         self._open = False

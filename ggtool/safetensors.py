@@ -122,11 +122,28 @@ class SafetensorsFile:
         return np.frombuffer(self._map(), dtype=dt, count=e.n_elements, offset=e.start).reshape(e.shape)
 
     def float32(self, name: str) -> np.ndarray:
-        """The tensor as a new float32 array."""
+        """The tensor as a new float32 array; its pages of the mapping are released after."""
         a = self.raw(name)
         if self.entries[name].dtype == "BF16":
-            return (a.astype(np.uint32) << 16).view(np.float32)
-        return a.astype(np.float32)
+            out = (a.astype(np.uint32) << 16).view(np.float32)
+        else:
+            out = a.astype(np.float32)  # always a copy
+        del a
+        self.release(name)
+        return out
+
+    def release(self, name: str) -> None:
+        """Drop the tensor's pages from this process's resident set (the file stays cached by
+        the OS), so streaming a model keeps RSS at a few tensors, not the whole file."""
+        e = self.entries[name]
+        if self._mm is None or e.end <= e.start or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        start = e.start // page * page
+        try:
+            self._mm.madvise(mmap.MADV_DONTNEED, start, e.end - start)
+        except (OSError, ValueError):
+            pass
 
     def close(self) -> None:
         if self._mm is not None:

@@ -32,7 +32,15 @@ except ImportError:  # no compiler at install time: numpy only
     _native = None
     NATIVE_KERNELS = frozenset()
 
-ROWS_PER_TASK = 64  # rows handed to one thread at a time
+MIN_WEIGHTS_PER_TASK = 1 << 16  # smallest piece of work handed to a thread
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One long-lived pool per thread count (starting threads per tensor costs more than Q8_0)."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ggtool-quant")
+    return _POOLS[threads]
 
 
 def force_numpy() -> bool:
@@ -105,15 +113,16 @@ def quantize(x, qtype, imatrix=None, threads: int | None = None, name: str = "te
             out[lo:hi] = t.quantize_rows(rows[lo:hi], imatrix)
 
     threads = threads or os.cpu_count() or 1
-    step = ROWS_PER_TASK if use_native else max(ROWS_PER_TASK, 1024)
+    # a few chunks per thread, each big enough that handing it over costs nothing
+    step = max(1, -(-nrows // (threads * 4)), MIN_WEIGHTS_PER_TASK // n)
     chunks = [(lo, min(lo + step, nrows)) for lo in range(0, nrows, step)]
     if threads <= 1 or len(chunks) <= 1:
         for lo, hi in chunks:
             work(lo, hi)
     else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for f in [pool.submit(work, lo, hi) for lo, hi in chunks]:
-                f.result()
+        pool = _pool(threads)
+        for f in [pool.submit(work, lo, hi) for lo, hi in chunks]:
+            f.result()
     return out.reshape(*lead, t.row_bytes(n))
 
 
