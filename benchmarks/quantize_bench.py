@@ -72,24 +72,24 @@ def noised_checkpoint(src: Path, dst: Path, sigma: float, seed: int = 0) -> Path
     return dst
 
 
-def tensor_sizes(path: Path) -> dict:
+def read_tensors(path: Path) -> dict:
     import gguf
 
-    tensors = gguf.GGUFReader(str(path)).tensors
+    return {t.name: t for t in gguf.GGUFReader(str(path)).tensors}  # parsing the vocab takes seconds
+
+
+def tensor_sizes(path: Path, tensors) -> dict:
     bits = 8 * sum(int(t.n_bytes) for t in tensors)  # tensor data only, no metadata
     return {"mb": round(path.stat().st_size / 1e6, 1), "bpw": round(bits / sum(int(t.n_elements) for t in tensors), 3)}
 
 
-def compare(f16: Path, ours: Path, ref: Path) -> dict:
-    """Squared error of both outputs against the F16 input, overall and per GGML type."""
-    import gguf
+def compare(src: dict, ours: Path, ref: Path) -> dict:
+    """Squared error of both outputs against the F16 input tensors, overall and per GGML type."""
     from gguf.quants import dequantize
 
     from ggtool.mixes import UNQUANTIZED as plain
 
-    src = {t.name: t for t in gguf.GGUFReader(str(f16)).tensors}
-    a = {t.name: t for t in gguf.GGUFReader(str(ours)).tensors}
-    b = {t.name: t for t in gguf.GGUFReader(str(ref)).tensors}
+    a, b = read_tensors(ours), read_tensors(ref)
     if set(a) != set(b):
         raise SystemExit(f"tensor sets differ: {sorted(set(a) ^ set(b))}")
     per_type = defaultdict(lambda: [0.0, 0.0, 0.0, 0])  # type -> [sse ours, sse ref, sum x^2, n tensors]
@@ -111,19 +111,18 @@ def compare(f16: Path, ours: Path, ref: Path) -> dict:
         "rel_err_ref": tot[1] / tot[2] if tot[2] else 0.0,
         "per_type": {k: {"tensors": v[3], "err_ratio": round(v[0] / v[1], 4) if v[1] else None,
                          "rel_err_ref": v[1] / v[2] if v[2] else 0.0} for k, v in sorted(per_type.items())},
-        "type_diffs": diffs,
+        "type_diffs": diffs, "sizes": (tensor_sizes(ours, a.values()), tensor_sizes(ref, b.values())),
     }
 
 
-def throughput(f16: Path, types: list[str]) -> tuple[list[dict], list[str]]:
+def throughput(src: dict, types: list[str]) -> tuple[list[dict], list[str]]:
     """Single-thread M weights/s: numpy reference, our C kernel, libggml, on the same sample."""
-    import gguf
     from gguf.quants import dequantize
 
     from ggtool import quants
     from ggtool.llamacpp import ggml_quantize
 
-    wide = [t for t in gguf.GGUFReader(str(f16)).tensors
+    wide = [t for t in src.values()
             if len(t.shape) == 2 and int(t.shape[0]) % 256 == 0 and t.name.endswith(".weight")]
     picks = [wide[0], wide[-1]] if len(wide) > 1 else wide
     sample = [dequantize(t.data[:ROWS], t.tensor_type).astype(np.float32) for t in picks]
@@ -137,8 +136,8 @@ def throughput(f16: Path, types: list[str]) -> tuple[list[dict], list[str]]:
         os.environ["GGTOOL_FORCE_NUMPY"] = "1"
         r_np = rate(lambda x: quants.quantize(x, t, threads=1), 1)
         del os.environ["GGTOOL_FORCE_NUMPY"]
-        r_c = rate(lambda x: quants.quantize(x, t, threads=1), 3) if quants.backend_for(t) == "native" else None
-        rows.append({"type": t, "numpy": r_np, "c": r_c, "libggml": rate(lambda x: ggml_quantize(x, t), 3)})
+        r_c = rate(lambda x: quants.quantize(x, t, threads=1), 5) if quants.backend_for(t) == "native" else None
+        rows.append({"type": t, "numpy": r_np, "c": r_c, "libggml": rate(lambda x: ggml_quantize(x, t), 5)})
     return rows, [f"{p.name} {tuple(int(s) for s in reversed(p.shape))}" for p in picks]
 
 
@@ -201,14 +200,15 @@ def main() -> None:
                 f"from ggtool.llamacpp import llama_quantize_file; "
                 f"llama_quantize_file({str(f16)!r}, {str(ref)!r}, {mix.ftype}, nthread={n})"))
             runs[mix.name] = (a, b, ours, ref)
-        results, used = [], set()
+        results, used, src = [], set(), read_tensors(f16)  # only now: the children have run
         for name, (a, b, ours, ref) in runs.items():
-            cmp = compare(f16, ours, ref)
+            cmp = compare(src, ours, ref)
             used.update(k for key in cmp["per_type"] for k in key.split("/"))
-            results.append({"mix": name, "ours": {**a, **tensor_sizes(ours)},
-                            "llama": {**b, **tensor_sizes(ref)}, "time_ratio": round(a["s"] / b["s"], 2), **cmp})
-        types = K_TYPES + sorted(used - set(K_TYPES))
-        tput, sampled = throughput(f16, types)
+            so, sr = cmp.pop("sizes")
+            results.append({"mix": name, "ours": {**a, **so}, "llama": {**b, **sr},
+                            "time_ratio": round(a["s"] / b["s"], 2), **cmp})
+            log(f"{name} compared")
+        tput, sampled = throughput(src, K_TYPES + sorted(used - set(K_TYPES)))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

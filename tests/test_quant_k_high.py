@@ -8,7 +8,7 @@ from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
-from tests.quantdata import edge_cases, imatrix_for, weighted_sse
+from tests.quantdata import edge_cases, imatrix, imatrix_for, noised_rows, weighted_sse
 
 TYPES = ["Q4_K", "Q5_K"]
 N = 512  # two super-blocks per row: exercises the per-position imatrix slices
@@ -37,10 +37,7 @@ def _first_bad(a, b, labels):
 
 
 def _imatrices(n):
-    im = imatrix_for(n)
-    holes = im.copy()
-    holes[::5] = 0.0
-    return {"none": None, "imatrix": im, "imatrix_zeros": holes}
+    return {"none": None, "imatrix": imatrix("lognormal", n), "imatrix_zeros": imatrix("with_zeros", n)}
 
 
 def _per_block_sse(x, xh, im):
@@ -52,20 +49,11 @@ def _per_block_sse(x, xh, im):
 
 
 @pytest.fixture(scope="module")
-def smollm2_rows(smollm2_gguf):
+def smollm2_rows(smollm2_weights):
     """Noised real weights: blk.3.ffn_down (rows of 1536) and blk.3.attn_q flattened to rows
     of 2304 (576 is not a multiple of 256). Noise keeps them off the Q4_1 grid they sit on."""
-    import gguf
-
-    reader = gguf.GGUFReader(smollm2_gguf)
-    out = {}
-    rng = np.random.default_rng(3)
-    for t in reader.tensors:
-        if t.name in ("blk.3.ffn_down.weight", "blk.3.attn_q.weight"):
-            w = gguf_dequantize(t.data, t.tensor_type).astype(np.float32)
-            w = w + rng.standard_normal(w.shape).astype(np.float32) * np.float32(0.05 * w.std())
-            out[t.name] = w.reshape(-1, 1536 if "ffn_down" in t.name else 2304)
-    return out
+    return {"blk.3.ffn_down.weight": noised_rows(smollm2_weights, "blk.3.ffn_down.weight", None, 3),
+            "blk.3.attn_q.weight": noised_rows(smollm2_weights, "blk.3.attn_q.weight", None, 4, n=2304)}
 
 
 @pytest.mark.parametrize("qtype", TYPES)

@@ -7,20 +7,10 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
 from ggtool.quants import k_low
-from tests.quantdata import edge_cases, imatrix_for, weighted_sse
+from tests.quantdata import edge_cases, imatrix, imatrix_for, noised, weighted_sse
 
 TYPES = ["Q2_K", "Q3_K"]
 CASES = edge_cases(512)
-
-
-def _imatrix(kind, n):
-    if kind is None:
-        return None
-    im = imatrix_for(n)
-    if kind == "with_zeros":  # dead input columns happen in real imatrices
-        im = im.copy()
-        im[::5] = 0
-    return im
 
 
 def _both_backends(x, qtype, im, monkeypatch):
@@ -37,7 +27,7 @@ def _both_backends(x, qtype, im, monkeypatch):
 @pytest.mark.parametrize("case", list(CASES))
 def test_gguf_decodes_what_we_encode(backend, qtype, im_kind, case):
     x = CASES[case]
-    q = quants.quantize(x, qtype, _imatrix(im_kind, x.shape[1]))
+    q = quants.quantize(x, qtype, imatrix(im_kind, x.shape[1]))
     assert q.shape == (x.shape[0], x.shape[1] // 256 * (84 if qtype == "Q2_K" else 110))
     ours = quants.dequantize(q, qtype, x.shape)
     theirs = gguf_dequantize(q, T[qtype]).reshape(x.shape)
@@ -54,7 +44,7 @@ def test_native_equals_numpy(qtype, im_kind, monkeypatch):
     cases = dict(CASES)
     cases["random_wide"] = rng.standard_normal((24, 1024)).astype(np.float32)
     for case, x in cases.items():
-        a, b = _both_backends(x, qtype, _imatrix(im_kind, x.shape[1]), monkeypatch)
+        a, b = _both_backends(x, qtype, imatrix(im_kind, x.shape[1]), monkeypatch)
         assert a.tobytes() == b.tobytes(), case
 
 
@@ -72,19 +62,10 @@ def test_zero_rows_and_error_bounds(backend, qtype, rng):
 # ---------------------------------------------------------------- the libggml yardstick
 
 @pytest.fixture(scope="module")
-def smollm2_rows(smollm2_gguf):
+def smollm2_rows(smollm2_weights):
     """Noised real weights: 32 ffn_down rows (1536 long) from each of three layers."""
-    import gguf
-
-    reader = gguf.GGUFReader(smollm2_gguf)
-    rng = np.random.default_rng(3)
-    rows = []
-    for t in reader.tensors:
-        if t.name in ("blk.0.ffn_down.weight", "blk.15.ffn_down.weight", "blk.29.ffn_down.weight"):
-            w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-            rows.append(w[:32])
-    x = np.concatenate(rows)
-    return (x + rng.standard_normal(x.shape) * (0.05 * x.std())).astype(np.float32)
+    x = np.concatenate([smollm2_weights[f"blk.{i}.ffn_down.weight"][:32] for i in (0, 15, 29)])
+    return noised(x, 3)
 
 
 def _ggml(x, qtype, im):

@@ -1,7 +1,5 @@
 """Q4_0, Q4_1, Q5_0, Q5_1: decoding oracle (gguf-py), C == numpy, and quality vs libggml."""
 
-import functools
-
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
@@ -9,44 +7,17 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
 from ggtool.quants import legacy
-from tests.quantdata import edge_cases, imatrix_for, weighted_sse
+from tests.quantdata import edge_cases, imatrix, imatrix_for, noised_rows, weighted_sse
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 N = 160  # not a multiple of 256: legacy types only need 32
 
-
-def _imatrix(kind, n):
-    """None, a plain imatrix, or one with zero columns (unused inputs) and a zero block."""
-    if kind is None:
-        return None
-    im = imatrix_for(n, 3)
-    if kind == "with_zeros":
-        im[::3] = 0
-        im[32:64] = 0
-    return im
+# None, a plain imatrix, or one with zero columns (unused inputs) and a zero block
+IM_KINDS = [None, "lognormal_s3", "zeros_and_block_s3"]
 
 
-def _roundtrip(x, qtype, imatrix=None):
-    return quants.dequantize(quants.quantize(x, qtype, imatrix), qtype, x.shape)
-
-
-@functools.lru_cache(maxsize=None)
-def _smollm2_tensors(path):
-    import gguf
-
-    return {t.name: t for t in gguf.GGUFReader(path).tensors}  # parsing takes seconds: once
-
-
-def _smollm2_tensor(path, name):
-    t = _smollm2_tensors(path)[name]
-    return gguf_dequantize(t.data, t.tensor_type).reshape(-1, int(t.shape[0])).astype(np.float32)
-
-
-def noised_smollm2(path, name, rows=64, seed=0):
-    """Real weights (SmolLM2 Q4_1, so on a grid) plus small continuous noise."""
-    w = _smollm2_tensor(str(path), name)[:rows]
-    rng = np.random.default_rng(seed)
-    return (w + rng.standard_normal(w.shape) * 0.05 * w.std()).astype(np.float32)
+def _roundtrip(x, qtype, im=None):
+    return quants.dequantize(quants.quantize(x, qtype, im), qtype, x.shape)
 
 
 @pytest.mark.parametrize("qtype", TYPES)
@@ -68,9 +39,9 @@ def test_native_equals_numpy(monkeypatch, qtype):
     rng = np.random.default_rng(7)
     cases = dict(edge_cases(N))
     cases["random_rows"] = (rng.standard_normal((33, 96)) * rng.lognormal(0, 2, (33, 1))).astype(np.float32)
-    for im_kind in (None, "lognormal", "with_zeros"):
+    for im_kind in IM_KINDS:
         for case, x in cases.items():
-            im = _imatrix(im_kind, x.shape[1])
+            im = imatrix(im_kind, x.shape[1])
             monkeypatch.delenv("GGTOOL_FORCE_NUMPY", raising=False)
             a = quants.quantize(x, qtype, im)
             monkeypatch.setenv("GGTOOL_FORCE_NUMPY", "1")
@@ -87,10 +58,10 @@ def test_zero_and_constant_blocks_are_exact(backend, qtype):
 
 
 @pytest.mark.parametrize("qtype", TYPES)
-@pytest.mark.parametrize("im_kind", [None, "lognormal", "with_zeros"])
+@pytest.mark.parametrize("im_kind", IM_KINDS)
 def test_never_worse_than_llama_replica(backend, qtype, im_kind):
     """llama.cpp's algorithm (our replica, held to libggml below) is a floor we must beat."""
-    im = _imatrix(im_kind, N)
+    im = imatrix(im_kind, N)
     for case, x in edge_cases(N).items():
         ours = weighted_sse(x, _roundtrip(x, qtype, im), im)
         ref = legacy.llama_rows(qtype, x, im)
@@ -132,11 +103,11 @@ def test_error_not_above_libggml_random(llama_cpp_ok, backend, qtype, with_imatr
 @pytest.mark.parametrize("qtype", TYPES)
 @pytest.mark.slow
 @pytest.mark.parametrize("with_imatrix", [False, True])
-def test_error_not_above_libggml_real_weights(llama_cpp_ok, smollm2_gguf, qtype, with_imatrix):
+def test_error_not_above_libggml_real_weights(llama_cpp_ok, smollm2_weights, qtype, with_imatrix):
     from ggtool.llamacpp import ggml_quantize
 
     for name in ("blk.0.attn_q.weight", "blk.3.ffn_down.weight"):
-        x = noised_smollm2(smollm2_gguf, name, rows=32)
+        x = noised_rows(smollm2_weights, name, 32, seed=0)
         im = imatrix_for(x.shape[1], seed=9) if with_imatrix else None
         theirs = gguf_dequantize(ggml_quantize(x, qtype, im), T[qtype]).reshape(x.shape)
         assert weighted_sse(x, _roundtrip(x, qtype, im), im) <= weighted_sse(x, theirs, im), name

@@ -7,14 +7,14 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
 from ggtool.quants import q6_k
-from tests.quantdata import edge_cases, imatrix_for, weighted_sse
-from tests.test_quant_legacy import _imatrix, noised_smollm2
+from tests.quantdata import edge_cases, imatrix, imatrix_for, noised_rows, weighted_sse
 
 N = 512
+IM_KINDS = [None, "lognormal_s3", "zeros_and_block_s3"]  # see quantdata.imatrix
 
 
-def _roundtrip(x, imatrix=None):
-    return quants.dequantize(quants.quantize(x, "Q6_K", imatrix), "Q6_K", x.shape)
+def _roundtrip(x, im=None):
+    return quants.dequantize(quants.quantize(x, "Q6_K", im), "Q6_K", x.shape)
 
 
 @pytest.mark.parametrize("with_imatrix", [False, True])
@@ -35,9 +35,9 @@ def test_native_equals_numpy(monkeypatch):
     rng = np.random.default_rng(7)
     cases = dict(edge_cases(N))
     cases["random_rows"] = (rng.standard_normal((9, 768)) * rng.lognormal(0, 2, (9, 1))).astype(np.float32)
-    for im_kind in (None, "lognormal", "with_zeros"):
+    for im_kind in IM_KINDS:
         for case, x in cases.items():
-            im = _imatrix(im_kind, x.shape[1])
+            im = imatrix(im_kind, x.shape[1])
             monkeypatch.delenv("GGTOOL_FORCE_NUMPY", raising=False)
             a = quants.quantize(x, "Q6_K", im)
             monkeypatch.setenv("GGTOOL_FORCE_NUMPY", "1")
@@ -55,9 +55,9 @@ def test_zero_rows_and_exact_grid(backend):
     np.testing.assert_array_equal(_roundtrip(x), x)
 
 
-@pytest.mark.parametrize("im_kind", [None, "lognormal", "with_zeros"])
+@pytest.mark.parametrize("im_kind", IM_KINDS)
 def test_never_worse_than_llama_replica(backend, im_kind):
-    im = _imatrix(im_kind, N)
+    im = imatrix(im_kind, N)
     for case, x in edge_cases(N).items():
         ours = weighted_sse(x, _roundtrip(x, im), im)
         ref = q6_k.llama_rows(x, im)
@@ -93,10 +93,10 @@ def test_error_not_above_libggml_random(llama_cpp_ok, backend, with_imatrix):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("with_imatrix", [False, True])
-def test_error_not_above_libggml_real_weights(llama_cpp_ok, smollm2_gguf, with_imatrix):
+def test_error_not_above_libggml_real_weights(llama_cpp_ok, smollm2_weights, with_imatrix):
     from ggtool.llamacpp import ggml_quantize
 
-    x = noised_smollm2(smollm2_gguf, "blk.2.ffn_down.weight", rows=32)  # rows of 1536
+    x = noised_rows(smollm2_weights, "blk.2.ffn_down.weight", 32, seed=0)  # rows of 1536
     im = imatrix_for(x.shape[1], seed=9) if with_imatrix else None
     theirs = gguf_dequantize(ggml_quantize(x, "Q6_K", im), T.Q6_K).reshape(x.shape)
     assert weighted_sse(x, _roundtrip(x, im), im) <= weighted_sse(x, theirs, im)

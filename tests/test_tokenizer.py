@@ -1,7 +1,7 @@
 """ggtool.tokenizer: the oracle is llama.cpp's own tokenizer, loaded from a vocab-only GGUF we write.
 
 For each tiny trained tokenizer (tests/tinytokenizers.py) and for SmolLM2's tokenizer rebuilt from
-its GGUF (tests/hf_from_gguf.py), llama.cpp must produce the same ids as `tokenizers` /
+its GGUF (ggtool.unpack, the smollm2_checkpoint fixture), llama.cpp must produce the same ids as `tokenizers` /
 `sentencepiece` on a varied text.
 """
 
@@ -18,7 +18,8 @@ import pytest
 from ggtool.errors import InputError
 from ggtool.tokenizer import CHKTXT, add_tokenizer, pre_tokenizer_hash, read_spm_proto
 
-from tests.hf_from_gguf import gguf_fields, hf_checkpoint_from_gguf, read_gguf_kv, read_safetensors
+from tests.hf_from_gguf import gguf_fields, read_gguf_kv
+from tests.reference_forward import read_safetensors
 from tests.tinytokenizers import CHATML, KINDS, USER_TOKENS, make_tokenizer
 
 SMOLLM_HASH = "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249"
@@ -115,15 +116,10 @@ def read_kv(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def smollm_tok(smollm2_gguf, tmp_path_factory):
-    """SmolLM2's tokenizer.json + tokenizer_config.json rebuilt from its GGUF (no weights)."""
-    from tests.hf_from_gguf import _write_tokenizer
-
-    d = tmp_path_factory.mktemp("smollm_tok")
-    kv = read_gguf_kv(smollm2_gguf)
-    _write_tokenizer(d, kv)
-    (d / "config.json").write_text(json.dumps({"vocab_size": len(kv["tokenizer.ggml.tokens"])}))
-    return d, kv
+def smollm_tok(smollm2_checkpoint, smollm2_gguf):
+    """(SmolLM2's checkpoint folder with tokenizer.json + tokenizer_config.json rebuilt from its
+    GGUF by ggtool.unpack, the original GGUF's metadata)."""
+    return smollm2_checkpoint, read_gguf_kv(smollm2_gguf)
 
 
 # ------------------------------------------------------------------ tiny tokenizers, no llama.cpp
@@ -399,12 +395,12 @@ def test_smollm2_llamacpp_matches_rebuilt_tokenizer(smollm_tok, smollm2_gguf, tm
 
 
 @pytest.mark.slow
-def test_smollm2_checkpoint_logits_match_llamacpp(smollm2_gguf, tmp_path, llama_cpp_ok):
+def test_smollm2_checkpoint_logits_match_llamacpp(smollm2_gguf, smollm2_checkpoint, llama_cpp_ok):
     """The rebuilt F32 checkpoint, run by an HF-convention numpy forward pass (rotate_half RoPE on
     un-permuted q/k), gives the logits llama.cpp gives for the original GGUF."""
     from ggtool.llamacpp import Model
 
-    d = hf_checkpoint_from_gguf(smollm2_gguf, tmp_path / "hf")
+    d = smollm2_checkpoint
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["tie_word_embeddings"] is True and cfg["num_key_value_heads"] == 3
     ids = hf_ids(d, "The capital of France is Paris. The capital of Italy is")
@@ -423,7 +419,8 @@ def test_smollm2_checkpoint_logits_match_llamacpp(smollm2_gguf, tmp_path, llama_
 
 def numpy_llama_forward(st: dict, cfg: dict, ids: list[int]) -> np.ndarray:
     """(len(ids), vocab) logits of LlamaForCausalLM, written from the HF modeling code's conventions."""
-    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or cfg["hidden_size"] // nh  # HF LlamaConfig's default
     eps, T = cfg["rms_norm_eps"], len(ids)
 
     def norm(x, w):
