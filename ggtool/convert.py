@@ -109,10 +109,10 @@ def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threa
                 for name, shape in src.tensors:
                     bar.set_description(f"{name:<28} {plan[name].name:>5}", refresh=False)
                     x = src.load(name)
-                    if not np.isfinite(x).all():
+                    if not quants.all_finite(x):
                         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
                         raise BadWeights(f"tensor {name!r} holds {bad} NaN/Inf value(s)")
-                    data = quants.quantize(x, plan[name], threads=threads, name=name)
+                    data = quants.quantize(x, plan[name], threads=threads, name=name, finite_known=True)
                     out.write(name, data)
                     n_params += int(np.prod(shape))
                     bar.update(data.nbytes)

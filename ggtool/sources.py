@@ -15,7 +15,9 @@ import numpy as np
 import gguf
 
 from . import arch as archs
+from . import quants
 from .checkpoint import HFCheckpoint, read_json
+from .gguf_read import GGUFFile
 from .errors import CorruptFile, InputError
 from .mixes import ModelInfo  # what the type-choice rules need to know about a model
 
@@ -102,37 +104,43 @@ SKIP_KEYS = {"general.architecture", "general.file_type", "general.quantization_
 
 class GGUFSource(Source):
     def __init__(self, path: Path):
-        try:
-            self.reader = gguf.GGUFReader(path)
-        except (ValueError, OSError, IndexError) as e:  # gguf-py raises ValueError on bad magic/version
-            raise CorruptFile(f"{path.name} is not a readable GGUF file ({e})") from None
-        info = ModelInfo.from_gguf(self.reader)
-        name = self.reader.fields.get("general.name")
-        super().__init__(arch=info.arch, info=info, name=str(name.contents()) if name else path.stem)
-        self.by_name = {t.name: t for t in self.reader.tensors}
-        quantized = sorted({t.tensor_type.name for t in self.reader.tensors
-                            if t.tensor_type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
-                                                     gguf.GGMLQuantizationType.BF16)})
+        self.file = GGUFFile(path)
+        g = self.file.get
+        arch = g("general.architecture")
+        if not arch:
+            raise CorruptFile(f"{path.name} has no general.architecture")
+        n_head = g(f"{arch}.attention.head_count", 0)
+        first = lambda v: v[0] if isinstance(v, list) else v  # per-layer lists: layer 0, as llama.cpp
+        info = ModelInfo(arch=arch, n_layer=int(g(f"{arch}.block_count", 0)), n_head=int(first(n_head)),
+                         n_head_kv=int(first(g(f"{arch}.attention.head_count_kv", n_head))),
+                         n_expert=int(g(f"{arch}.expert_count", 0)))
+        super().__init__(arch=arch, info=info, name=str(g("general.name", path.stem)))
+        self.by_name = {t.name: t for t in self.file.tensors}
+        unquantized = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16)
+        quantized = sorted({t.ggml_type.name for t in self.file.tensors if t.ggml_type not in unquantized})
         if quantized:
             self.warnings.append(
                 f"input holds quantized tensors ({', '.join(quantized)}): they are dequantized and "
                 "re-encoded, which keeps their quantization error (re-quantizing loses quality)")
-        self.tensors = [(t.name, tuple(int(s) for s in reversed(t.shape))) for t in self.reader.tensors]
+        self.tensors = [(t.name, t.shape) for t in self.file.tensors]
 
     def write_metadata(self, w: gguf.GGUFWriter) -> None:
-        for key, fld in self.reader.fields.items():
-            if key.startswith("GGUF.") or key in SKIP_KEYS:
-                continue
-            vtype = fld.types[0]
-            sub = fld.types[-1] if vtype == gguf.GGUFValueType.ARRAY and len(fld.types) > 1 else None
-            w.add_key_value(key, fld.contents(), vtype, sub_type=sub)
+        for key, kv in self.file.kv.items():
+            if key not in SKIP_KEYS:
+                w.add_key_value(key, kv.value, kv.vtype, sub_type=kv.sub_type)
 
     def load(self, name: str) -> np.ndarray:
         t = self.by_name[name]
-        shape = tuple(int(s) for s in reversed(t.shape))
-        if t.tensor_type == gguf.GGMLQuantizationType.F32:
-            return np.array(t.data, dtype=np.float32).reshape(shape)
-        return gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
+        raw = self.file.raw(t)
+        if t.ggml_type in quants.QuantType.registry:
+            x = quants.dequantize(raw, t.ggml_type, t.shape)  # always a new array
+        else:  # types we do not write (IQ2_XXS, ...): gguf-py decodes them
+            x = gguf.quants.dequantize(raw, t.ggml_type).astype(np.float32).reshape(t.shape)
+        self.file.release(t)
+        return x
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def open_source(path: str | Path) -> Source:

@@ -18,7 +18,24 @@ import io
 import json
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """The workplace's shared/data: beside the clone (CI, developers) or inside it, or
+    wherever GGTOOL_SHARED_DATA points."""
+    import os
+
+    here = Path(__file__).resolve()
+    cands = [os.environ.get("GGTOOL_SHARED_DATA"), here.parents[2] / "shared" / "data",
+             here.parents[1] / "shared" / "data"]
+    for c in cands:
+        if c and (Path(c) / "alice29.txt").is_file():
+            return Path(c)
+    raise FileNotFoundError("shared/data (alice29.txt, code.utf8) not found beside or inside the repo; "
+                            "set GGTOOL_SHARED_DATA to its folder")
+
+
+DATA = _shared_data()
 KINDS = ("gpt2", "llama3", "qwen2", "smollm", "spm")
 VOCAB = 1000
 
