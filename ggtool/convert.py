@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,18 +106,26 @@ def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threa
                 out.plan(name, plan[name], shape)
             out.begin()
             n_params = 0
-            with _progress(out.total_bytes, progress) as bar:
-                for name, shape in src.tensors:
-                    bar.set_description(f"{name:<28} {plan[name].name:>5}", refresh=False)
-                    x = src.load(name)
-                    if not quants.all_finite(x):
-                        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-                        raise BadWeights(f"tensor {name!r} holds {bad} NaN/Inf value(s)")
-                    data = quants.quantize(x, plan[name], threads=threads, name=name, finite_known=True)
-                    out.write(name, data)
-                    n_params += int(np.prod(shape))
-                    bar.update(data.nbytes)
-                    del x, data
+            # read the next tensor while this one is quantized (two tensors in memory at most)
+            with _progress(out.total_bytes, progress) as bar, ThreadPoolExecutor(1) as reader:
+                names = [n for n, _ in src.tensors]
+                pending = reader.submit(src.load, names[0]) if names else None
+                try:
+                    for i, (name, shape) in enumerate(src.tensors):
+                        bar.set_description(f"{name:<28} {plan[name].name:>5}", refresh=False)
+                        x = pending.result()
+                        pending = reader.submit(src.load, names[i + 1]) if i + 1 < len(names) else None
+                        if not quants.all_finite(x):
+                            bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+                            raise BadWeights(f"tensor {name!r} holds {bad} NaN/Inf value(s)")
+                        data = quants.quantize(x, plan[name], threads=threads, name=name, finite_known=True)
+                        out.write(name, data)
+                        n_params += int(np.prod(shape))
+                        bar.update(data.nbytes)
+                        del x, data
+                finally:
+                    if pending is not None:
+                        pending.cancel()
             path = out.commit()
     finally:
         src.close()

@@ -25,6 +25,7 @@ import gguf
 
 from . import quants
 from .errors import OutputError
+from .gguf_read import PackedStrings
 
 HEADER_MARGIN = 64 * 1024 * 1024  # metadata (vocab, merges) on top of tensor bytes, generously
 
@@ -63,6 +64,8 @@ class _Writer(gguf.GGUFWriter):
             return super()._pack_val(val, vtype, add_vtype, sub_type)
         ltype = sub_type if sub_type is not None else GT.get_type(val[0])
         head = (struct.pack("<I", vtype) if add_vtype else b"") + struct.pack("<IQ", ltype, len(val))
+        if isinstance(val, PackedStrings):  # copied from another GGUF: already in wire format
+            return head + val.raw
         if ltype == GT.STRING:
             enc = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in val]
             return head + b"".join(struct.pack("<Q", len(e)) + e for e in enc)

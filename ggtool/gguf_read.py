@@ -23,6 +23,41 @@ NUMPY = {V.UINT8: "<u1", V.INT8: "<i1", V.UINT16: "<u2", V.INT16: "<i2", V.UINT3
          V.FLOAT32: "<f4", V.BOOL: "?", V.UINT64: "<u8", V.INT64: "<i8", V.FLOAT64: "<f8"}
 
 
+class PackedStrings(list):
+    """A string array kept as its packed GGUF bytes; decoded only if someone reads it.
+
+    Copying a vocabulary from one GGUF to another then costs a memcpy, not 100k decodes."""
+
+    def __init__(self, raw: bytes, n: int):
+        super().__init__()
+        self.raw, self.n, self._decoded = raw, n, False
+
+    def _decode(self):
+        if not self._decoded:
+            pos, out = 0, []
+            for _ in range(self.n):
+                (k,) = struct.unpack_from("<Q", self.raw, pos)
+                out.append(self.raw[pos + 8: pos + 8 + k].decode("utf-8"))
+                pos += 8 + k
+            super().extend(out)
+            self._decoded = True
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        self._decode()
+        return super().__iter__()
+
+    def __getitem__(self, i):
+        self._decode()
+        return super().__getitem__(i)
+
+    def __eq__(self, other):
+        self._decode()
+        return list.__eq__(self, other)
+
+
 @dataclass(frozen=True)
 class KV:
     value: object                   # str, number, bool, or list of those
@@ -94,7 +129,15 @@ class GGUFFile:
             if vtype == V.ARRAY:
                 sub = V(take("<I")[0])
                 (n,) = take("<Q")
-                if sub in NUMPY:
+                if sub == V.STRING:
+                    start = pos
+                    unpack = struct.Struct("<Q").unpack_from
+                    for _ in range(n):
+                        pos += 8 + unpack(mm, pos)[0]
+                    if pos > len(mm):
+                        raise ValueError(f"array {key} runs past the end of the file")
+                    val = PackedStrings(mm[start:pos], n)
+                elif sub in NUMPY:
                     size = np.dtype(NUMPY[sub]).itemsize * n
                     if pos + size > len(mm):
                         raise ValueError(f"array {key} runs past the end of the file")
