@@ -27,7 +27,8 @@ from . import quants
 from .errors import OutputError
 from .gguf_read import PackedStrings
 
-HEADER_MARGIN = 64 * 1024 * 1024  # metadata (vocab, merges) on top of tensor bytes, generously
+HEADER_MARGIN = 64 * 1024 * 1024
+WRITEBACK_CHUNK = 32 * 1024 * 1024  # start writing back to disk every 32 MiB  # metadata (vocab, merges) on top of tensor bytes, generously
 
 
 def tensor_nbytes(qtype, shape) -> int:
@@ -90,6 +91,7 @@ class GGUFOutput:
         self._plan: list[tuple[str, int]] = []
         self._next = 0
         self._open = False
+        self._unflushed = 0
         self.total_bytes = 0
 
     # ---------------------------------------------------------------- planning
@@ -127,9 +129,26 @@ class GGUFOutput:
             raise RuntimeError(f"tensor {name}: {data.nbytes} bytes, planned {nbytes}")
         try:
             self.writer.write_tensor_data(data)
+            self._unflushed += data.nbytes
+            if self._unflushed >= WRITEBACK_CHUNK:
+                self._start_writeback()
         except OSError as e:
             raise _os_error(self.path, e) from None
         self._next += 1
+
+    def _start_writeback(self) -> None:
+        """Start the disk writes of what is written so far without waiting for them, so the
+        fsync in commit() has little left to do (Linux starts writeback of dirty pages on
+        FADV_DONTNEED)."""
+        self._unflushed = 0
+        if not hasattr(os, "posix_fadvise"):
+            return
+        for f in self.writer.fout or []:
+            f.flush()
+            try:
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass
 
     def commit(self) -> Path:
         if self._next != len(self._plan):

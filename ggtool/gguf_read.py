@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
+from . import mmaputil
 from .errors import CorruptFile, InputError
 
 V = GGUFValueType
@@ -173,16 +174,12 @@ class GGUFFile:
 
     def raw(self, t: TensorInfo) -> np.ndarray:
         """The tensor's bytes (uint8 view over the mmap)."""
+        mmaputil.populate(self._mm, t.offset, t.offset + t.nbytes)
         return np.frombuffer(self._mm, np.uint8, t.nbytes, t.offset)
 
     def release(self, t: TensorInfo) -> None:
-        """Drop the tensor's pages from the resident set (see SafetensorsFile.release)."""
-        if hasattr(mmap, "MADV_DONTNEED") and t.nbytes:
-            start = t.offset // mmap.PAGESIZE * mmap.PAGESIZE
-            try:
-                self._mm.madvise(mmap.MADV_DONTNEED, start, t.offset + t.nbytes - start)
-            except (OSError, ValueError):
-                pass
+        """Drop the tensor's pages from the resident set (see mmaputil)."""
+        mmaputil.release(self._mm, t.offset, t.offset + t.nbytes)
 
     def close(self) -> None:
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import mmaputil
 from .errors import CorruptFile, InputError
 
 # safetensors dtype -> (numpy dtype of the stored bits, bytes per element)
@@ -119,7 +120,9 @@ class SafetensorsFile:
         dt, _ = DTYPES[e.dtype]
         if e.n_elements == 0:
             return np.zeros(e.shape, dtype=dt)
-        return np.frombuffer(self._map(), dtype=dt, count=e.n_elements, offset=e.start).reshape(e.shape)
+        mm = self._map()
+        mmaputil.populate(mm, e.start, e.end)
+        return np.frombuffer(mm, dtype=dt, count=e.n_elements, offset=e.start).reshape(e.shape)
 
     def float32(self, name: str) -> np.ndarray:
         """The tensor as a new float32 array; its pages of the mapping are released after."""
@@ -133,17 +136,10 @@ class SafetensorsFile:
         return out
 
     def release(self, name: str) -> None:
-        """Drop the tensor's pages from this process's resident set (the file stays cached by
-        the OS), so streaming a model keeps RSS at a few tensors, not the whole file."""
-        e = self.entries[name]
-        if self._mm is None or e.end <= e.start or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        page = mmap.PAGESIZE
-        start = e.start // page * page
-        try:
-            self._mm.madvise(mmap.MADV_DONTNEED, start, e.end - start)
-        except (OSError, ValueError):
-            pass
+        """Drop the tensor's pages from the resident set (see mmaputil)."""
+        if self._mm is not None:
+            e = self.entries[name]
+            mmaputil.release(self._mm, e.start, e.end)
 
     def close(self) -> None:
         if self._mm is not None:
