@@ -157,7 +157,7 @@ class GGUFFile:
             dims = take(f"<{nd}Q")
             t, off = take("<IQ")
             infos.append((name, tuple(int(d) for d in reversed(dims)), GGMLQuantizationType(t), off))
-        data_start = -(-pos // align) * align
+        data_start = self.data_start = -(-pos // align) * align
         for name, shape, t, off in infos:
             bs, ts = GGML_QUANT_SIZES[t]
             n_el = int(np.prod(shape, dtype=np.int64))
