@@ -168,3 +168,52 @@ def test_not_a_gguf(capsys, tmp_path, outdir):
     bad.write_bytes(b"GGUF" + b"\x00" * 20)
     code, out, err = run_cli(capsys, "convert", str(bad), "-o", str(outdir / "m.gguf"))
     assert code == 1 and "Traceback" not in err and "Error: " in err
+
+
+# ---------------------------------------------------------------- quantization entry points
+
+def test_unknown_mix_lists_the_valid_ones(capsys, ck, outdir):
+    code, out, err = run_cli(capsys, "convert", str(ck), "-o", str(outdir / "m.gguf"), "--quant", "Q9_K")
+    assert_clean_failure(code, out, err, outdir, "unknown quantization mix")
+    assert "Q4_K_M" in err and "Q2_K" in err
+
+
+def test_forced_type_that_does_not_fit_the_rows(capsys, ck, outdir):
+    """hidden 64 is not a multiple of 256: a K type cannot be forced on those rows."""
+    code, out, err = run_cli(capsys, "convert", str(ck), "-o", str(outdir / "m.gguf"), "--quant", "Q4_K_M",
+                             "--output-tensor-type", "Q4_K")
+    assert_clean_failure(code, out, err, outdir, "output.weight")
+
+
+def test_bad_tensor_type_regex(capsys, ck, outdir):
+    code, out, err = run_cli(capsys, "convert", str(ck), "-o", str(outdir / "m.gguf"), "--quant", "Q8_0",
+                             "--tensor-type", "ffn_(=Q8_0")
+    assert_clean_failure(code, out, err, outdir, "regex")
+
+
+def test_quantize_refuses_quantized_input_without_flag(capsys, ck, tmp_path, outdir):
+    from ggtool.convert import convert
+    q8 = convert(ck, tmp_path / "q8.gguf", "Q8_0", progress=False).path
+    code, out, err = run_cli(capsys, "quantize", str(q8), str(outdir / "m.gguf"), "--quant", "Q4_0")
+    assert_clean_failure(code, out, err, outdir, "already quantized")
+
+
+def test_quantize_a_folder_points_to_convert(capsys, ck, outdir):
+    code, out, err = run_cli(capsys, "quantize", str(ck), str(outdir / "m.gguf"), "--quant", "Q4_0")
+    assert_clean_failure(code, out, err, outdir, "not a GGUF")
+    assert "ggtool convert" in err
+
+
+def test_nan_in_gguf_input_names_the_tensor(capsys, ck, tmp_path, outdir):
+    import struct
+    from ggtool.convert import convert
+    from ggtool.gguf_read import GGUFFile
+    f32 = convert(ck, tmp_path / "f32.gguf", "F32", progress=False).path
+    g = GGUFFile(f32)
+    t = next(t for t in g.tensors if t.name == "blk.1.attn_output.weight")
+    g.close()
+    with open(f32, "r+b") as f:
+        f.seek(t.offset + 4 * 7)
+        f.write(struct.pack("<f", float("nan")))
+    code, out, err = run_cli(capsys, "quantize", str(f32), str(outdir / "m.gguf"), "--quant", "Q4_0")
+    assert_clean_failure(code, out, err, outdir, "blk.1.attn_output.weight")
