@@ -7,7 +7,10 @@
  * Sums: llama.cpp's routines (make_qx_quants, make_qkx3_quants, the row sigma2) and the
  * scans add sequentially in element order, the scans' trials side by side
  * ([element][trial]) so the compiler vectorizes across trials; candidate errors and the
- * symmetric refit add in 8 interleaved lanes (numpy: legacy._lane_sum). */
+ * symmetric refit add in 8 interleaved lanes (numpy: legacy._lane_sum).
+ *
+ * With an imatrix one block runs at a time (quantize_sym_block / quantize_asym_block);
+ * without one, 8 blocks run side by side, one per vector lane (quantize_plain). */
 #include <stdlib.h>
 #include "ggq.h"
 
@@ -20,15 +23,18 @@
 #define QK 32
 #define GROUP_MAX_EPS 1e-15f
 
-/* must match legacy.py SYM_STEPS_FAST / ASYM_SCAN */
-static const int sym_steps_fast[] = {-6, -3, 3, 6};
-#define N_SYM_FAST 4
+static const float ones32[QK] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
+/* must match legacy.py SYM_STEPS_PLAIN / ASYM_OFFSETS_PLAIN (no imatrix) */
+static const float sym_steps_plain[] = {-8, -4, 4, 8};
+#define N_SYM_PLAIN 4
+static const float asym_offsets_plain[] = {-1.0f, -0.25f, 0.25f, 0.75f};
+#define N_ASYM_PLAIN 4
+/* must match legacy.py ASYM_SCAN (imatrix path) */
 #define ASYM_RMIN (-1.0f)
 #define ASYM_RDELTA 0.25f
 #define ASYM_NSTEP 7
-
-static const float ones32[QK] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                                 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
 
 static inline float f16c(float v, uint16_t *bits) {
     if (v > 65504.0f) v = 65504.0f;
@@ -132,21 +138,20 @@ static void sym_trials_llama(const float *restrict x, const float *restrict w,
     }
 }
 
-static void sym_trials_fast(const float *restrict x, const float *restrict w,
-                            const float *restrict iscale, float lo, float hi,
-                            float *restrict sa, float *restrict sb) {
-    for (int t = 0; t < N_SYM_FAST; t++) sa[t] = sb[t] = 0.0f;
+static void sym_trials_plain(const float *restrict x, const float *restrict iscale, float lo,
+                             float hi, float *restrict sa, float *restrict sb) {
+    for (int t = 0; t < N_SYM_PLAIN; t++) sa[t] = sb[t] = 0.0f;
     for (int i = 0; i < QK; i++) {
-        const float wx = w[i] * x[i];
-        for (int t = 0; t < N_SYM_FAST; t++) {
+        for (int t = 0; t < N_SYM_PLAIN; t++) {
             const float l = clampf(rint_f(iscale[t] * x[i]), lo, hi);
-            sa[t] += wx * l;
-            sb[t] += (w[i] * l) * l;
+            sa[t] += x[i] * l;
+            sb[t] += l * l;
         }
     }
 }
 
-/* One block. wl = llama.cpp's weights (imatrix path) or NULL (reference path). */
+/* One block. w = imatrix and wl = llama.cpp's weights, or w = 1 and wl = NULL (no imatrix,
+ * where the AVX2 lane kernel below is not used). */
 static void quantize_sym_block(const float *restrict x, const float *restrict w,
                                const float *restrict wl, int nmax, uint16_t *dbits,
                                uint8_t *restrict q) {
@@ -161,17 +166,13 @@ static void quantize_sym_block(const float *restrict x, const float *restrict w,
             const int is = t <= 9 ? t - 10 : t - 9;  /* -9..-1, 1..9 */
             iscale[t] = -(0.1f * (float)is + fn) / smx;
         }
+        for (int t = 19; t < NT; t++) iscale[t] = iscale[0];  /* pad */
+        sym_trials_llama(x, w, wl, iscale, lo, hi, sa, sb, la, lb);
         t0 = 1, t1 = 19;
     } else {
-        for (int t = 0; t < N_SYM_FAST; t++)
-            iscale[t] = -(0.1f * (float)sym_steps_fast[t] + fn) / smx;
-        t0 = 0, t1 = N_SYM_FAST;
-    }
-    if (wl) {
-        for (int t = t1; t < NT; t++) iscale[t] = iscale[0];  /* pad */
-        sym_trials_llama(x, w, wl, iscale, lo, hi, sa, sb, la, lb);
-    } else {
-        sym_trials_fast(x, w, iscale, lo, hi, sa, sb);
+        for (int t = 0; t < N_SYM_PLAIN; t++) iscale[t] = -(0.1f * sym_steps_plain[t] + fn) / smx;
+        sym_trials_plain(x, iscale, lo, hi, sa, sb);
+        t0 = 0, t1 = N_SYM_PLAIN;
     }
 
     float scan_d = 0.0f, scan_best = 0.0f;
@@ -202,8 +203,8 @@ static void quantize_sym_block(const float *restrict x, const float *restrict w,
     }
     try_sym(x, w, scan_d, nmax, &best, &cand);
 
-    /* least-squares refit on the best quants */
-    {
+    /* least-squares refit on the best quants (imatrix path only) */
+    if (wl) {
         float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         for (int j = 0; j < QK; j += 8) {
             for (int k = 0; k < 8; k++) {
@@ -370,9 +371,11 @@ static void quantize_asym_block(const float *restrict x, const float *restrict w
     for (int i = 0; i < QK; i++) sx += w[i] * x[i];
     const float rng = mx - mn >= GROUP_MAX_EPS ? mx - mn : 1.0f;
     float iscale[NTA], sl[NTA], sl2[NTA], sxl[NTA];
+    const int ntrials = wl ? ASYM_NSTEP + 1 : N_ASYM_PLAIN;
     for (int t = 0; t < NTA; t++) {
-        const int is = t <= ASYM_NSTEP ? t : 0;  /* pads repeat trial 0 */
-        iscale[t] = ((ASYM_RMIN + ASYM_RDELTA * (float)is) + fn) / rng;
+        const int is = t < ntrials ? t : 0;  /* pads repeat trial 0 */
+        iscale[t] = wl ? ((ASYM_RMIN + ASYM_RDELTA * (float)is) + fn) / rng
+                       : (asym_offsets_plain[is] + fn) / rng;
         sl[t] = sl2[t] = sxl[t] = 0.0f;
     }
     for (int i = 0; i < QK; i++) {
@@ -386,7 +389,7 @@ static void quantize_asym_block(const float *restrict x, const float *restrict w
         }
     }
     float scan_d = (mx - mn) / fn, scan_m = mn, scan_best = -INFINITY;
-    for (int t = 0; t <= ASYM_NSTEP; t++) {
+    for (int t = 0; t < ntrials; t++) {
         float d, m, gain;
         if (asym_solve(sl[t], sl2[t], sxl[t], sw, sx, &d, &m, &gain) && gain > scan_best) {
             scan_best = gain;
@@ -420,6 +423,13 @@ static inline void put16(uint8_t *restrict p, uint16_t v) {
     p[1] = (uint8_t)(v >> 8);
 }
 
+static inline void put32(uint8_t *restrict p, uint32_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
 static void pack_nibbles(const uint8_t *restrict q, uint8_t *restrict qs) {
     for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
 }
@@ -433,12 +443,339 @@ static void pack_qh(const uint8_t *restrict q, uint8_t *restrict qh) {
     qh[3] = (uint8_t)(h >> 24);
 }
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(GGQ_NO_CLONES)
+#define LG_LANES 1 /* compile the lane kernel for AVX2; without AVX2 the scalar code runs
+                    * (the 8-lane vectors split into SSE halves are slower than it) */
+#define LG_HOT __attribute__((target("avx2")))
+#endif
+#ifdef LG_LANES
+#define LG_INLINE static inline __attribute__((always_inline))
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi" /* 32-byte vectors only pass between inlined helpers */
+#endif
+
+/* Without an imatrix (w = 1) the candidates run NB = 8 blocks at a time, one block per
+ * vector lane (x transposed to X[element][block]): no branches, no horizontal sums. The
+ * arithmetic per block is exactly the scalar code's with w[i] = 1 (1*v == v), sums in the
+ * same orders: sequential for the scans and the asymmetric refit, 8 lanes (element 8j+k into
+ * lane k, legacy._lane_sum) for the candidate errors. GNU C vector extension (GCC only);
+ * min/max are written per element so the compiler emits vminps/vmaxps. */
+
+#define NB 8
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+LG_INLINE v8f vset(float a) { return (v8f){a, a, a, a, a, a, a, a}; }
+LG_INLINE v8f vsel(v8i m, v8f a, v8f b) {
+    v8f r;
+    for (int k = 0; k < 8; k++) r[k] = m[k] ? a[k] : b[k];
+    return r;
+}
+LG_INLINE v8u usel(v8i m, v8u a, v8u b) { return (v8u)((m & (v8i)a) | (~m & (v8i)b)); }
+LG_INLINE v8f vabs(v8f v) { return (v8f)((v8u)v & 0x7fffffffu); }
+/* clampf(v, lo, hi) per lane (written per element: the compiler emits max/min) */
+LG_INLINE v8f vclamp(v8f v, v8f lo, v8f hi) {
+    v8f r;
+    for (int k = 0; k < 8; k++) r[k] = clampf(v[k], lo[k], hi[k]);
+    return r;
+}
+LG_INLINE v8f vmin(v8f v, v8f hi) {
+    v8f r;
+    for (int k = 0; k < 8; k++) r[k] = v[k] < hi[k] ? v[k] : hi[k];
+    return r;
+}
+LG_INLINE v8f vrint(v8f v) {
+    const v8f magic = vset(12582912.0f);
+    return (v + magic) - magic;
+}
+LG_INLINE v8f vlanes(const v8f *a) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/* f16c() per lane: clamp to +-65504, round to the nearest even half; NaN stays NaN */
+LG_INLINE v8f vf16(v8f v, v8u *bits) {
+    const v8f big = vset(65504.0f);
+    v = vsel(v > big, big, v);
+    v = vsel(v < -big, -big, v);
+    const v8u x = (v8u)v, sign = (x >> 16) & 0x8000u, sign32 = x & 0x80000000u;
+    const v8u absx = x & 0x7fffffffu;
+    v8u q = (absx - 0x38000000u) >> 13;  /* normal half */
+    const v8u rem = absx & 0x1fffu;
+    q -= (v8u)((rem > 0x1000u) | ((rem == 0x1000u) & ((q & 1u) != 0u)));
+    const v8f sub = vrint(vabs(v) * 16777216.0f);  /* subnormal half: units of 2^-24 */
+    const v8i norm = absx >= 0x38800000u, nan = v != v;
+    v8u h = usel(norm, q, (v8u)__builtin_convertvector(sub, v8i));
+    h = usel(nan, (v8u){0x7e00u, 0x7e00u, 0x7e00u, 0x7e00u, 0x7e00u, 0x7e00u, 0x7e00u, 0x7e00u}, h);
+    *bits = h | sign;
+    const v8f vn = (v8f)(((q << 13) + 0x38000000u) | sign32);
+    const v8f vs = (v8f)((v8u)(sub * 5.9604644775390625e-08f) | sign32);
+    return vsel(nan, v, vsel(norm, vn, vs));
+}
+
+typedef struct { v8f err; v8u dbits, mbits; v8f L[QK]; } lg_best;
+
+/* symmetric candidate d per lane: stored fp16, nearest levels; kept where strictly better
+ * (first: the initial best) */
+LG_INLINE void vsym_try(const v8f *restrict X, v8f d, float fn, lg_best *restrict b, int first) {
+    v8u bits;
+    const v8f d16 = vf16(d, &bits), zero = vset(0.0f);
+    const v8i ok = d16 != zero;
+    const v8f dd = vsel(ok, d16, vset(INFINITY)), lo = vset(-fn), hi = vset(fn - 1.0f);
+    v8f e[8] = {zero, zero, zero, zero, zero, zero, zero, zero}, Lc[QK];
+    v8f *restrict L = first ? b->L : Lc;
+    for (int i = 0; i < QK; i++) {
+        const v8f v = vrint(vclamp(X[i] / dd, lo, hi));  /* d16 == 0: x/inf -> +0 */
+        const v8f diff = X[i] - d16 * v;
+        L[i] = v;
+        e[i & 7] += diff * diff;
+    }
+    const v8f err = vlanes(e);
+    if (first) {
+        b->err = err;
+        b->dbits = bits;
+        return;
+    }
+    const v8i take = err < b->err;
+    b->err = vsel(take, err, b->err);
+    b->dbits = usel(take, bits, b->dbits);
+    for (int i = 0; i < QK; i++) b->L[i] = vsel(take, L[i], b->L[i]);
+}
+
+LG_INLINE void vsym_group(const v8f *restrict X, int nmax, lg_best *restrict b) {
+    const float fn = (float)nmax;
+    const v8f zero = vset(0.0f), lo = vset(-fn), hi = vset(fn - 1.0f);
+    v8f amax = vabs(X[0]), mx = X[0];
+    for (int i = 1; i < QK; i++) {
+        const v8f a = vabs(X[i]);
+        const v8i gt = a > amax;
+        amax = vsel(gt, a, amax);
+        mx = vsel(gt, X[i], mx);
+    }
+    const v8f smx = vsel(vabs(mx) < vset(GROUP_MAX_EPS), vset(1.0f), mx);
+    v8f scan_d = zero, scan_best = zero;
+    for (int t = 0; t < N_SYM_PLAIN; t += 2) {  /* two trials per pass: 4 sum chains */
+        const v8f is0 = vset(-(0.1f * sym_steps_plain[t] + fn)) / smx;
+        const v8f is1 = vset(-(0.1f * sym_steps_plain[t + 1] + fn)) / smx;
+        v8f sa[2] = {zero, zero}, sb[2] = {zero, zero};
+        for (int i = 0; i < QK; i++) {
+            const v8f l0 = vclamp(vrint(is0 * X[i]), lo, hi);
+            const v8f l1 = vclamp(vrint(is1 * X[i]), lo, hi);
+            sa[0] += X[i] * l0;
+            sb[0] += l0 * l0;
+            sa[1] += X[i] * l1;
+            sb[1] += l1 * l1;
+        }
+        for (int u = 0; u < 2; u++) {
+            const v8i better = (sb[u] > zero) & (sa[u] * sa[u] > scan_best * sb[u]);
+            const v8f d = sa[u] / vsel(better, sb[u], vset(1.0f));
+            scan_d = vsel(better, d, scan_d);
+            scan_best = vsel(better, d * sa[u], scan_best);
+        }
+    }
+    vsym_try(X, mx / vset(-fn), fn, b, 1);
+    vsym_try(X, scan_d, fn, b, 0);
+}
+
+/* asymmetric candidate (d, m) per lane; ok: lanes where it exists */
+/* sums (optional): the refit sums of the kept levels, sum l, l*l, l*x (sequential) */
+LG_INLINE void vasym_try(const v8f *restrict X, v8f d, v8f m, float fn, v8i ok_in,
+                         lg_best *restrict b, int first, v8f *restrict sums) {
+    v8u db, mb;
+    const v8f d16 = vf16(d, &db), m16 = vf16(m, &mb), zero = vset(0.0f);
+    const v8i ok = d16 != zero;
+    const v8f dd = vsel(ok, d16, vset(INFINITY)), hi = vset(fn);
+    v8f e[8] = {zero, zero, zero, zero, zero, zero, zero, zero}, Lc[QK];
+    v8f *restrict L = first ? b->L : Lc;
+    v8f s0 = zero, s1 = zero, s2 = zero;
+    for (int i = 0; i < QK; i++) {
+        const v8f v = vrint(vclamp((X[i] - m16) / dd, zero, hi));  /* d16 == 0: +0 */
+        const v8f diff = X[i] - (d16 * v + m16);
+        L[i] = v;
+        e[i & 7] += diff * diff;
+        if (sums) {
+            s0 += v;
+            s1 += v * v;
+            s2 += v * X[i];
+        }
+    }
+    const v8f err = vlanes(e);
+    if (first) {
+        b->err = err;
+        b->dbits = db;
+        b->mbits = mb;
+        if (sums) sums[0] = s0, sums[1] = s1, sums[2] = s2;
+        return;
+    }
+    const v8i take = ok_in & (err < b->err);
+    if (sums) {
+        sums[0] = vsel(take, s0, sums[0]);
+        sums[1] = vsel(take, s1, sums[1]);
+        sums[2] = vsel(take, s2, sums[2]);
+    }
+    b->err = vsel(take, err, b->err);
+    b->dbits = usel(take, db, b->dbits);
+    b->mbits = usel(take, mb, b->mbits);
+    for (int i = 0; i < QK; i++) b->L[i] = vsel(take, L[i], b->L[i]);
+}
+
+/* asym_solve per lane */
+LG_INLINE v8i vasym_solve(v8f sl, v8f sl2, v8f sxl, v8f sw, v8f sx, v8f *d, v8f *m, v8f *gain) {
+    const v8f D = sw * sl2 - sl * sl;
+    const v8i ok = D > vset(0.0f);
+    const v8f Ds = vsel(ok, D, vset(1.0f));
+    *d = (sw * sxl - sx * sl) / Ds;
+    *m = (sl2 * sx - sl * sxl) / Ds;
+    *gain = *d * sxl + *m * sx;
+    return ok;
+}
+
+LG_INLINE void vasym_group(const v8f *restrict X, int nmax, lg_best *restrict b) {
+    const float fn = (float)nmax;
+    const v8f zero = vset(0.0f), top = vset(fn), all = (v8f)(v8i){-1, -1, -1, -1, -1, -1, -1, -1};
+    v8f mn = X[0], mx = X[0], sx = zero;
+    for (int i = 1; i < QK; i++) {
+        mn = vsel(X[i] < mn, X[i], mn);
+        mx = vsel(X[i] > mx, X[i], mx);
+    }
+    for (int i = 0; i < QK; i++) sx += X[i];
+    mn += zero;
+    mx += zero;
+    const v8i yes = (v8i)all;
+    v8f sums[3];
+    vasym_try(X, (mx - mn) / top, mn, fn, yes, b, 1, sums);
+
+    const v8f sw = vset((float)QK), span = mx - mn;
+    const v8f rng = vsel(span >= vset(GROUP_MAX_EPS), span, vset(1.0f));
+    v8f xm[QK];
+    for (int i = 0; i < QK; i++) xm[i] = X[i] - mn;
+    v8f scan_d = (mx - mn) / top, scan_m = mn, scan_best = vset(-INFINITY);
+    for (int t = 0; t < N_ASYM_PLAIN; t += 2) {  /* two trials per pass: 6 sum chains */
+        const v8f is0 = vset(asym_offsets_plain[t] + fn) / rng;
+        const v8f is1 = vset(asym_offsets_plain[t + 1] + fn) / rng;
+        v8f a0 = zero, b0 = zero, c0 = zero, a1 = zero, b1 = zero, c1 = zero;
+        for (int i = 0; i < QK; i++) {
+            const v8f l0 = vmin(vrint(is0 * xm[i]), top);  /* >= +0 already */
+            const v8f l1 = vmin(vrint(is1 * xm[i]), top);
+            a0 += l0;
+            b0 += l0 * l0;
+            c0 += l0 * X[i];
+            a1 += l1;
+            b1 += l1 * l1;
+            c1 += l1 * X[i];
+        }
+        v8f d, m, gain;
+        v8i better = vasym_solve(a0, b0, c0, sw, sx, &d, &m, &gain) & (gain > scan_best);
+        scan_best = vsel(better, gain, scan_best);
+        scan_d = vsel(better, d, scan_d);
+        scan_m = vsel(better, m, scan_m);
+        better = vasym_solve(a1, b1, c1, sw, sx, &d, &m, &gain) & (gain > scan_best);
+        scan_best = vsel(better, gain, scan_best);
+        scan_d = vsel(better, d, scan_d);
+        scan_m = vsel(better, m, scan_m);
+    }
+    vasym_try(X, scan_d, scan_m, fn, yes, b, 0, sums);
+    /* least-squares refit on the best quants (their sums came with them) */
+    v8f d, m, gain;
+    const v8i ok = vasym_solve(sums[0], sums[1], sums[2], sw, sx, &d, &m, &gain);
+    vasym_try(X, d, m, fn, ok, b, 0, NULL);
+}
+
+/* X[c + i][k] = x[k*QK + c + i], i, k < 8: an 8x8 transpose in three shuffle stages */
+typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
+LG_INLINE void transpose8(const float *restrict x, v8f *restrict X) {
+    v8f r[8], t[8], s[8];
+    const v8i lo1 = {0, 8, 1, 9, 4, 12, 5, 13}, hi1 = {2, 10, 3, 11, 6, 14, 7, 15};
+    const v8i lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const v8i lo3 = {0, 1, 2, 3, 8, 9, 10, 11}, hi3 = {4, 5, 6, 7, 12, 13, 14, 15};
+    for (int k = 0; k < 8; k++) r[k] = *(const v8f_u *)(x + k * QK);
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = __builtin_shuffle(r[k], r[k + 1], lo1);
+        t[k + 1] = __builtin_shuffle(r[k], r[k + 1], hi1);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        s[k] = __builtin_shuffle(t[k], t[k + 2], lo2);
+        s[k + 1] = __builtin_shuffle(t[k], t[k + 2], hi2);
+        s[k + 2] = __builtin_shuffle(t[k + 1], t[k + 3], lo2);
+        s[k + 3] = __builtin_shuffle(t[k + 1], t[k + 3], hi2);
+    }
+    for (int k = 0; k < 4; k++) {
+        X[k] = __builtin_shuffle(s[k], s[k + 4], lo3);
+        X[k + 4] = __builtin_shuffle(s[k], s[k + 4], hi3);
+    }
+}
+
+LG_HOT static void quantize_plain(const float *restrict x, uint8_t *restrict y, int64_t nblocks,
+                                  int nmax, int asym, int five_bit) {
+    const int bsize = 2 + (asym ? 2 : 0) + (five_bit ? 4 : 0) + 16;
+    const float off = asym ? 0.0f : (float)nmax;
+    for (int64_t g = 0; g < nblocks; g += NB) {
+        const int nb = nblocks - g < NB ? (int)(nblocks - g) : NB;
+        v8f X[QK];
+        const float *xg = x + g * QK;
+        float pad[NB * QK];
+        if (nb < NB) {  /* the last group: zero blocks fill the lanes */
+            for (int i = 0; i < NB * QK; i++) pad[i] = i < nb * QK ? xg[i] : 0.0f;
+            xg = pad;
+        }
+        for (int c = 0; c < QK; c += 8) transpose8(xg + c, X + c);
+        lg_best b;
+        b.mbits = (v8u){0, 0, 0, 0, 0, 0, 0, 0};  /* symmetric types: unused */
+        if (asym) vasym_group(X, nmax, &b);
+        else vsym_group(X, nmax, &b);
+        /* levels (+ nmax) -> qs as 4 little-endian words and qh (the 5th bits), per lane */
+        uint32_t wt[4][NB] __attribute__((aligned(32))), ht[NB] __attribute__((aligned(32)));
+        uint32_t dt[NB], mt[NB];
+        const v8f vo = vset(off);
+        v8u q[QK];
+        for (int i = 0; i < QK; i++) q[i] = (v8u)__builtin_convertvector(b.L[i] + vo, v8i);
+        for (int jj = 0; jj < 4; jj++) {
+            v8u w = (v8u){0, 0, 0, 0, 0, 0, 0, 0};
+            for (int u = 0; u < 4; u++) {
+                const int j = 4 * jj + u;
+                w |= ((q[j] & 15u) | ((q[j + 16] & 15u) << 4)) << (8u * (unsigned)u);
+            }
+            memcpy(wt[jj], &w, sizeof w);
+        }
+        if (five_bit) {
+            v8u h = (v8u){0, 0, 0, 0, 0, 0, 0, 0};
+            for (int i = 0; i < QK; i++) h |= ((q[i] >> 4) & 1u) << (unsigned)i;
+            memcpy(ht, &h, sizeof h);
+        }
+        memcpy(dt, &b.dbits, sizeof dt);
+        memcpy(mt, &b.mbits, sizeof mt);
+        for (int k = 0; k < nb; k++) {
+            uint8_t *yb = y + (g + k) * bsize;
+            put16(yb, (uint16_t)dt[k]);
+            yb += 2;
+            if (asym) {
+                put16(yb, (uint16_t)mt[k]);
+                yb += 2;
+            }
+            if (five_bit) {
+                put32(yb, ht[k]);
+                yb += 4;
+            }
+            for (int jj = 0; jj < 4; jj++) put32(yb + 4 * jj, wt[jj][k]);
+        }
+    }
+}
+
+#endif /* LG_LANES */
+
 static int quantize_legacy(const float *restrict x, uint8_t *restrict y, int64_t nrows,
                            int64_t n, const float *restrict im, int nmax, int asym,
                            int five_bit) {
     if (nrows <= 0) return 0;
     const int64_t nb = n / QK;
     const int bsize = 2 + (asym ? 2 : 0) + (five_bit ? 4 : 0) + 16;
+#ifdef LG_LANES
+    if (!im && __builtin_cpu_supports("avx2")) {
+        quantize_plain(x, y, nrows * nb, nmax, asym, five_bit);
+        return 0;
+    }
+#endif
     float *wl = NULL;
     if (im) {
         wl = (float *)malloc((size_t)n * sizeof(float));

@@ -13,7 +13,10 @@ stored fp16 values (first candidate wins ties):
     scale and min, so a candidate is never worse than llama.cpp's bytes for that scale:
     the result is never worse than llama.cpp's on any block;
   * a make_qx / qkx-style scan of inverse scales (least-squares fit on the metric
-    weights) and a least-squares refit of the best quants supply the others.
+    weights) and a least-squares refit of the best quants supply the others. Without an
+    imatrix the scans are short (SYM_STEPS_PLAIN, ASYM_OFFSETS_PLAIN: 4 trials, picked by
+    the error they reach on noised SmolLM2 and gaussian rows) and the symmetric types skip
+    the refit (worth < 0.5% there); the C kernel runs 8 blocks side by side, one per lane.
 Sums: llama.cpp's routines and the scans add sequentially in element order (C computes
 the trials side by side); the candidate errors and the symmetric refit add in 8 lanes
 (`_lane_sum`). `llama_rows` gives llama.cpp's exact bytes (the tests hold it to libggml).
@@ -33,10 +36,12 @@ GROUP_MAX_EPS = F32(1e-15)
 # inverse-scale scans: symmetric iscale = -(nmax + 0.1*is)/max; asymmetric
 # iscale = (nmax + rmin + rdelta*is)/(max - min), is = 0..nstep
 LLAMA_QX_STEPS = tuple(i for i in range(-9, 10) if i != 0)  # make_qx_quants' own
-SYM_STEPS = LLAMA_QX_STEPS
-SYM_STEPS_FAST = (-6, -3, 3, 6)
-ASYM_SCAN = (F32(-1.0), F32(0.25), 7)  # (rmin, rdelta, nstep); with an imatrix llama.cpp's
-                                       # make_qkx3 scan (-0.9, 0.05, 36) runs as well
+SYM_STEPS = LLAMA_QX_STEPS             # with an imatrix
+SYM_STEPS_PLAIN = (-8, -4, 4, 8)       # without
+ASYM_SCAN = (F32(-1.0), F32(0.25), 7)  # (rmin, rdelta, nstep), with an imatrix (where
+                                       # llama.cpp's make_qkx3 scan (-0.9, 0.05, 36) runs too)
+ASYM_OFFSETS_PLAIN = tuple(F32(v) for v in (-1.0, -0.25, 0.25, 0.75))  # rmin + rdelta*is values,
+                                                                        # without an imatrix
 
 
 class Q8_0(QuantType, qtype=T.Q8_0):
@@ -261,8 +266,8 @@ def _asym_fit(x, w, l, sw, sx):
     return d, m, d * sxl + m * sx, ok
 
 
-def _asym_scan(x, w, nmax, scan):
-    """Scan iscale = (nmax + rmin + rdelta*is)/(max - min); keep the best least-squares fit."""
+def _asym_scan(x, w, nmax, offsets):
+    """Scan iscale = (offset + nmax)/(max - min); keep the best least-squares fit."""
     fn = F32(nmax)
     mn = x.min(axis=1) + F32(0)
     mx = x.max(axis=1) + F32(0)
@@ -272,9 +277,8 @@ def _asym_scan(x, w, nmax, scan):
     best_d = (mx - mn) / fn
     best_m = mn
     best = np.full(x.shape[0], -np.inf, F32)
-    rmin, rdelta, nstep = scan
-    for s in range(nstep + 1):
-        iscale = ((rmin + rdelta * F32(s)) + fn) / rng
+    for off in offsets:
+        iscale = (off + fn) / rng
         l = np.clip(np.rint(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(F32)
         d, m, gain, ok = _asym_fit(x, w, l, sw, sx)
         better = ok & (gain > best)
@@ -293,7 +297,7 @@ def _quantize_sym(x, imatrix, nmax):
     if imatrix is None:
         w = np.ones_like(xb)
         first = _signed_absmax(xb) / F32(-nmax)          # llama.cpp reference scale
-        steps = SYM_STEPS_FAST
+        steps = SYM_STEPS_PLAIN
     else:
         w = np.broadcast_to(imatrix.reshape(-1, QK), (nrows, n // QK, QK)).reshape(-1, QK)
         first, _ = make_qx_quants(xb, nmax, _row_weights(x, imatrix))
@@ -302,7 +306,8 @@ def _quantize_sym(x, imatrix, nmax):
     if imatrix is not None:
         best = _keep(best, _sym_eval(xb, w, _signed_absmax(xb) / F32(-nmax), nmax))
     best = _keep(best, _sym_eval(xb, w, _sym_scan(xb, w, nmax, steps), nmax))
-    best = _keep(best, _sym_eval(xb, w, _sym_refit(xb, w, best[1]), nmax))
+    if imatrix is not None:
+        best = _keep(best, _sym_eval(xb, w, _sym_refit(xb, w, best[1]), nmax))
     d16, l, _ = best
     return d16, (l + F32(nmax)).astype(np.uint8)
 
@@ -316,13 +321,16 @@ def _quantize_asym(x, imatrix, nmax):
     if imatrix is None:
         w = np.ones_like(xb)
         first_d, first_m = (mx - mn) / F32(nmax), mn   # llama.cpp reference
+        offsets = ASYM_OFFSETS_PLAIN
     else:
         w = np.broadcast_to(imatrix.reshape(-1, QK), (nrows, n // QK, QK)).reshape(-1, QK)
         first_d, first_m, _ = make_qkx3_quants(xb, nmax, _row_weights(x, imatrix))
+        rmin, rdelta, nstep = ASYM_SCAN
+        offsets = [rmin + rdelta * F32(s) for s in range(nstep + 1)]
     best = _asym_eval(xb, w, first_d, first_m, nmax)
     if imatrix is not None:
         best = _keep(best, _asym_eval(xb, w, (mx - mn) / F32(nmax), mn, nmax))
-    d, m, sw, sx = _asym_scan(xb, w, nmax, ASYM_SCAN)
+    d, m, sw, sx = _asym_scan(xb, w, nmax, offsets)
     best = _keep(best, _asym_eval(xb, w, d, m, nmax))
     d, m, _, ok = _asym_fit(xb, w, best[2], sw, sx)
     best = _keep(best, _asym_eval(xb, w, np.where(ok, d, best[0]), np.where(ok, m, best[1]), nmax))
