@@ -156,7 +156,7 @@ class GGUFOutput:
         try:
             for f in self.writer.fout or []:
                 f.flush()
-                os.fsync(f.fileno())
+                os.fdatasync(f.fileno()) if hasattr(os, "fdatasync") else os.fsync(f.fileno())
             self.writer.close()
             os.replace(self.tmp, self.path)
         except OSError as e:

@@ -114,7 +114,48 @@ static PyObject *py_kernels(PyObject *self, PyObject *noargs) {
     return tup;
 }
 
+/* fp16 -> fp32, exact. F16C where the CPU has it (8 values per instruction), else scalar. */
+static void f16_to_f32_scalar(const uint16_t *src, float *dst, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) dst[i] = ggq_fp16_to_fp32(src[i]);
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *src, float *dst, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    f16_to_f32_scalar(src + i, dst + i, n - i);
+}
+#define HAVE_F16C_PATH 1
+#endif
+
+static PyObject *py_f16_to_f32(PyObject *self, PyObject *args) {
+    Py_buffer src, dst;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*", &src, &dst)) return NULL;
+    if (src.len % 2 || dst.len != src.len * 2) {
+        PyBuffer_Release(&src);
+        PyBuffer_Release(&dst);
+        PyErr_SetString(PyExc_ValueError, "dst must hold 4 bytes per 2-byte source value");
+        return NULL;
+    }
+    Py_ssize_t n = src.len / 2;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef HAVE_F16C_PATH
+    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx"))
+        f16_to_f32_f16c((const uint16_t *)src.buf, (float *)dst.buf, n);
+    else
+#endif
+        f16_to_f32_scalar((const uint16_t *)src.buf, (float *)dst.buf, n);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"f16_to_f32", py_f16_to_f32, METH_VARARGS, "f16_to_f32(src, dst): exact fp16 -> fp32"},
     {"quantize", py_quantize, METH_VARARGS, "quantize(type, x, nrows, n_per_row, imatrix, out)"},
     {"kernels", py_kernels, METH_NOARGS, "type names with a real kernel"},
     {NULL, NULL, 0, NULL},

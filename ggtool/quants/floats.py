@@ -25,7 +25,24 @@ class F16Type(QuantType, qtype=T.F16):
 
     @classmethod
     def dequantize_rows(cls, q):
-        return np.ascontiguousarray(q).view("<f2").astype(np.float32)
+        q = np.ascontiguousarray(q)
+        native = _native_f16()
+        if native is None:
+            return q.view("<f2").astype(np.float32)
+        out = np.empty(q.shape[:-1] + (q.shape[-1] // 2,), dtype=np.float32)
+        native(q, out)  # exact, F16C where available: ~4x numpy's cast
+        return out
+
+
+def _native_f16():
+    import os
+    if os.environ.get("GGTOOL_FORCE_NUMPY", "") not in ("", "0"):
+        return None
+    try:
+        from .._native import f16_to_f32
+    except ImportError:
+        return None
+    return f16_to_f32
 
 
 def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
