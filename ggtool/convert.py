@@ -118,6 +118,7 @@ def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threa
                         if not quants.all_finite(x):
                             bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
                             raise BadWeights(f"tensor {name!r} holds {bad} NaN/Inf value(s)")
+                        quants.check_range(x, plan[name], name)
                         data = quants.quantize(x, plan[name], threads=threads, name=name, finite_known=True)
                         out.write(name, data)
                         n_params += int(np.prod(shape))

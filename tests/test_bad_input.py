@@ -217,3 +217,10 @@ def test_nan_in_gguf_input_names_the_tensor(capsys, ck, tmp_path, outdir):
         f.write(struct.pack("<f", float("nan")))
     code, out, err = run_cli(capsys, "quantize", str(f32), str(outdir / "m.gguf"), "--quant", "Q4_0")
     assert_clean_failure(code, out, err, outdir, "blk.1.attn_output.weight")
+
+
+def test_weights_beyond_f16_range_are_refused_for_f16(capsys, ck, outdir):
+    tm.corrupt_nonfinite(ck, "model.layers.0.mlp.up_proj.weight", value=1e5)
+    code, out, err = run_cli(capsys, "convert", str(ck), "-o", str(outdir / "m.gguf"), "--type", "F16")
+    assert_clean_failure(code, out, err, outdir, "blk.0.ffn_up.weight")
+    assert "BF16" in err

@@ -44,3 +44,14 @@ def test_bad_row_length_and_nan():
     with pytest.raises(quants.QuantError, match="unknown") as e:
         quants.quantize(x, "Q9_9")
     assert "Q4_K" in e.value.hint or "Q8_0" in e.value.hint
+
+
+@pytest.mark.parametrize("qtype,value", [("F16", 7e4), ("Q8_0", 2e6), ("Q4_K", 5e6)])
+def test_values_beyond_fp16_scales_are_refused(qtype, value):
+    x = np.zeros((1, 256), np.float32)
+    x[0, 3] = -value
+    with pytest.raises(quants.QuantError, match="does not fit") as e:
+        quants.check_range(x, qtype)
+    assert "BF16" in e.value.hint
+    quants.check_range(x, "BF16")  # BF16 and F32 take any finite value
+    quants.check_range(x / value, qtype)

@@ -32,6 +32,8 @@ except ImportError:  # no compiler at install time: numpy only
     _native = None
     NATIVE_KERNELS = frozenset()
 
+F16_MAX = 65504.0
+BLOCK_MAX = 1e6  # block scales are fp16: beyond this some types' d or dmin would overflow to inf
 MIN_WEIGHTS_PER_TASK = 1 << 16  # smallest piece of work handed to a thread
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
@@ -75,6 +77,21 @@ def backend_for(qtype) -> str:
 def all_finite(x: np.ndarray) -> bool:
     """One pass, no mask: a float64 sum of float32 values overflows only through NaN/Inf."""
     return bool(np.isfinite(np.sum(x, dtype=np.float64)))
+
+
+def check_range(x: np.ndarray, qtype, name: str = "tensor") -> None:
+    """Refuse values whose fp16 scales (or F16 values) would overflow: llama.cpp rejects a row
+    with an infinite scale, and an F16 inf is silent damage."""
+    t = get_type(qtype)
+    if not x.size or t.qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.BF16):
+        return
+    amax = max(float(x.max()), -float(x.min()))
+    limit = F16_MAX if t.qtype == GGMLQuantizationType.F16 else BLOCK_MAX
+    if amax > limit:
+        raise QuantError(
+            f"{name}: |value| up to {amax:.3g} does not fit {t.qtype.name} (fp16 scales; limit {limit:.3g})",
+            hint="use --type BF16 or F32 for this model (its weights are far outside the usual range)",
+        )
 
 
 def _check_input(x: np.ndarray, t: type[QuantType], imatrix, name: str, finite_known: bool = False) -> None:
