@@ -18,19 +18,27 @@
 
 #define GGQ_NOT_IMPLEMENTED (-2)
 
+/* Force inlining: with GCC target_clones/target("avx2") callers, a plain static inline helper
+ * is not inlined into the clone and each call costs far more than the work it does. */
+#if defined(__GNUC__)
+#define GGQ_INLINE static inline __attribute__((always_inline))
+#else
+#define GGQ_INLINE static inline
+#endif
+
 /* round half to even for |x| < 2^22 (llama.cpp's nearest_int trick) */
-static inline int ggq_nearest_int(float fval) {
+GGQ_INLINE int ggq_nearest_int(float fval) {
     float val = fval + 12582912.f;
     int i;
     memcpy(&i, &val, sizeof(int));
     return (i & 0x007fffff) - 0x00400000;
 }
 
-static inline uint32_t ggq_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline float ggq_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+GGQ_INLINE uint32_t ggq_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+GGQ_INLINE float ggq_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
 /* float32 -> IEEE half, round to nearest even (same result as numpy astype(float16)) */
-static inline uint16_t ggq_fp32_to_fp16(float f) {
+GGQ_INLINE uint16_t ggq_fp32_to_fp16(float f) {
     uint32_t x = ggq_f32_bits(f);
     uint32_t sign = (x >> 16) & 0x8000u;
     uint32_t absx = x & 0x7fffffffu;
@@ -58,7 +66,7 @@ static inline uint16_t ggq_fp32_to_fp16(float f) {
     return (uint16_t)(sign | q);
 }
 
-static inline float ggq_fp16_to_fp32(uint16_t h) {
+GGQ_INLINE float ggq_fp16_to_fp32(uint16_t h) {
     uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
     uint32_t e = (h >> 10) & 0x1fu;
     uint32_t m = h & 0x3ffu;
@@ -72,13 +80,13 @@ static inline float ggq_fp16_to_fp32(uint16_t h) {
     return ggq_bits_f32(sign | ((e + 112u) << 23) | (m << 13));
 }
 
-static inline void ggq_store_fp16(uint8_t *p, float f) {
+GGQ_INLINE void ggq_store_fp16(uint8_t *p, float f) {
     uint16_t h = ggq_fp32_to_fp16(f);
     p[0] = (uint8_t)(h & 0xff);
     p[1] = (uint8_t)(h >> 8);
 }
 
-static inline float ggq_load_fp16(const uint8_t *p) {
+GGQ_INLINE float ggq_load_fp16(const uint8_t *p) {
     return ggq_fp16_to_fp32((uint16_t)(p[0] | (p[1] << 8)));
 }
 
