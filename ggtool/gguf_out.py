@@ -27,8 +27,8 @@ from . import quants
 from .errors import OutputError
 from .gguf_read import PackedStrings
 
-HEADER_MARGIN = 64 * 1024 * 1024
-WRITEBACK_CHUNK = 32 * 1024 * 1024  # start writing back to disk every 32 MiB  # metadata (vocab, merges) on top of tensor bytes, generously
+HEADER_MARGIN = 64 * 1024 * 1024  # metadata (vocab, merges) on top of tensor bytes, generously
+WRITEBACK_CHUNK = 32 * 1024 * 1024  # start writing back to disk every 32 MiB
 
 
 def tensor_nbytes(qtype, shape) -> int:
