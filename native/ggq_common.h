@@ -90,4 +90,20 @@ GGQ_INLINE float ggq_load_fp16(const uint8_t *p) {
     return ggq_fp16_to_fp32((uint16_t)(p[0] | (p[1] << 8)));
 }
 
+/* fp16 round trip with the value clamped to the finite fp16 range first (store in *bits) */
+GGQ_INLINE float ggq_f16_round_clamped(float v, uint16_t *bits) {
+    if (v > 65504.0f) v = 65504.0f;
+    if (v < -65504.0f) v = -65504.0f;
+    *bits = ggq_fp32_to_fp16(v);
+    return ggq_fp16_to_fp32(*bits);
+}
+
+/* round half to even as a float (|v| <= 2^22), == np.rint == llama.cpp nearest_int */
+GGQ_INLINE float ggq_rint_f(float v) { return (v + 12582912.0f) - 12582912.0f; }
+
+GGQ_INLINE float ggq_clampf(float v, float lo, float hi) {
+    v = v > lo ? v : lo;
+    return v < hi ? v : hi;
+}
+
 #endif

@@ -19,19 +19,6 @@
 static const int scale_tweaks[] = {-1, 1, -2, 2, -3, 3, -4, 4};
 #define N_TWEAKS ((int)(sizeof(scale_tweaks) / sizeof(scale_tweaks[0])))
 
-static inline float f16_round_clamped(float v, uint16_t *bits) {
-    if (v > 65504.0f) v = 65504.0f;
-    if (v < -65504.0f) v = -65504.0f;
-    *bits = ggq_fp32_to_fp16(v);
-    return ggq_fp16_to_fp32(*bits);
-}
-
-/* round half to even as a float (|v| <= 2^22), == np.rint == llama.cpp nearest_int */
-static inline float rint_f(float v) { return (v + 12582912.0f) - 12582912.0f; }
-static inline float clampf(float v, float lo, float hi) {
-    v = v > lo ? v : lo;
-    return v < hi ? v : hi;
-}
 
 /* 8 interleaved lanes, combined pairwise (numpy: legacy._lane_sum) */
 static inline float lane_sum16(const float *restrict e) {
@@ -66,7 +53,7 @@ static float make_qx_16(const float *restrict x, const float *restrict w, uint8_
     for (int i = 0; i < 16; i++) {
         const float wx = w[i] * x[i];
         for (int t = 0; t < NT; t++) {
-            const float l = clampf(rint_f(iscale[t] * x[i]), -32.0f, 31.0f);
+            const float l = ggq_clampf(ggq_rint_f(iscale[t] * x[i]), -32.0f, 31.0f);
             lt[i][t] = l;
             sa[t] += wx * l;
             sb[t] += (w[i] * l) * l;
@@ -92,7 +79,7 @@ static float eval_sub(const float *restrict x, const float *restrict wm, float d
     float e[16];
     if (dsub != 0.0f) {
         for (int i = 0; i < 16; i++) {
-            l[i] = rint_f(clampf(x[i] / dsub, -32.0f, 31.0f));
+            l[i] = ggq_rint_f(ggq_clampf(x[i] / dsub, -32.0f, 31.0f));
             const float diff = x[i] - dsub * l[i];
             e[i] = wm[i] * (diff * diff);
         }
@@ -133,7 +120,7 @@ static void quantize_block(const float *restrict x, const float *restrict qw,
     }
     const float iscale = -128.0f / max_scale;
     uint16_t dbits;
-    const float d16 = f16_round_clamped(1.0f / iscale, &dbits);
+    const float d16 = ggq_f16_round_clamped(1.0f / iscale, &dbits);
     int8_t sc[16];
     for (int ib = 0; ib < 16; ib++) {
         const float *xs = x + 16 * ib;

@@ -36,19 +36,6 @@ static const float asym_offsets_plain[] = {-1.0f, -0.25f, 0.25f, 0.75f};
 #define ASYM_RDELTA 0.25f
 #define ASYM_NSTEP 7
 
-static inline float f16c(float v, uint16_t *bits) {
-    if (v > 65504.0f) v = 65504.0f;
-    if (v < -65504.0f) v = -65504.0f;
-    *bits = ggq_fp32_to_fp16(v);
-    return ggq_fp16_to_fp32(*bits);
-}
-
-/* round half to even as a float (|v| <= 2^22), == np.rint == llama.cpp nearest_int */
-static inline float rint_f(float v) { return (v + 12582912.0f) - 12582912.0f; }
-static inline float clampf(float v, float lo, float hi) {
-    v = v > lo ? v : lo;
-    return v < hi ? v : hi;
-}
 
 /* Our sums run in 8 interleaved lanes a[k] += e[8j + k], combined pairwise at the end
  * (numpy: legacy._lane_sum); loops are written as j/k nests so they vectorize. */
@@ -82,13 +69,13 @@ typedef struct { float d16; uint16_t bits; float err; float l[QK]; } sym_cand;
 static void sym_eval(const float *restrict x, const float *restrict w, float d, int nmax,
                      sym_cand *restrict c) {
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const float d16 = f16c(d, &c->bits);
+    const float d16 = ggq_f16_round_clamped(d, &c->bits);
     c->d16 = d16;
     if (d16 != 0.0f) {
         const float lo = (float)-nmax, hi = (float)(nmax - 1);
         for (int j = 0; j < QK; j += 8) {
             for (int k = 0; k < 8; k++) {
-                const float l = rint_f(clampf(x[j + k] / d16, lo, hi));
+                const float l = ggq_rint_f(ggq_clampf(x[j + k] / d16, lo, hi));
                 const float diff = x[j + k] - d16 * l;
                 c->l[j + k] = l;
                 a[k] += w[j + k] * (diff * diff);
@@ -110,7 +97,7 @@ static void sym_eval(const float *restrict x, const float *restrict w, float d, 
 static inline void try_sym(const float *restrict x, const float *restrict w, float d, int nmax,
                            sym_cand *restrict best, sym_cand *restrict c) {
     uint16_t bits;
-    (void)f16c(d, &bits);
+    (void)ggq_f16_round_clamped(d, &bits);
     if (bits == best->bits) return;
     sym_eval(x, w, d, nmax, c);
     if (c->err < best->err) *best = *c;
@@ -129,7 +116,7 @@ static void sym_trials_llama(const float *restrict x, const float *restrict w,
     for (int i = 0; i < QK; i++) {
         const float wx = w[i] * x[i], wlx = wl[i] * x[i];
         for (int t = 0; t < NT; t++) {
-            const float l = clampf(rint_f(iscale[t] * x[i]), lo, hi);
+            const float l = ggq_clampf(ggq_rint_f(iscale[t] * x[i]), lo, hi);
             sa[t] += wx * l;
             sb[t] += (w[i] * l) * l;
             la[t] += wlx * l;
@@ -143,7 +130,7 @@ static void sym_trials_plain(const float *restrict x, const float *restrict isca
     for (int t = 0; t < N_SYM_PLAIN; t++) sa[t] = sb[t] = 0.0f;
     for (int i = 0; i < QK; i++) {
         for (int t = 0; t < N_SYM_PLAIN; t++) {
-            const float l = clampf(rint_f(iscale[t] * x[i]), lo, hi);
+            const float l = ggq_clampf(ggq_rint_f(iscale[t] * x[i]), lo, hi);
             sa[t] += x[i] * l;
             sb[t] += l * l;
         }
@@ -227,14 +214,14 @@ typedef struct { float d16, m16; uint16_t dbits, mbits; float err; float l[QK]; 
 static void asym_eval(const float *restrict x, const float *restrict w, float d, float m,
                       int nmax, asym_cand *restrict c) {
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const float d16 = f16c(d, &c->dbits), m16 = f16c(m, &c->mbits);
+    const float d16 = ggq_f16_round_clamped(d, &c->dbits), m16 = ggq_f16_round_clamped(m, &c->mbits);
     c->d16 = d16;
     c->m16 = m16;
     if (d16 != 0.0f) {
         const float hi = (float)nmax;
         for (int j = 0; j < QK; j += 8) {
             for (int k = 0; k < 8; k++) {
-                const float l = rint_f(clampf((x[j + k] - m16) / d16, 0.0f, hi));
+                const float l = ggq_rint_f(ggq_clampf((x[j + k] - m16) / d16, 0.0f, hi));
                 const float diff = x[j + k] - (d16 * l + m16);
                 c->l[j + k] = l;
                 a[k] += w[j + k] * (diff * diff);
@@ -255,8 +242,8 @@ static void asym_eval(const float *restrict x, const float *restrict w, float d,
 static inline void try_asym(const float *restrict x, const float *restrict w, float d, float m,
                             int nmax, asym_cand *restrict best, asym_cand *restrict c) {
     uint16_t db, mb;
-    (void)f16c(d, &db);
-    (void)f16c(m, &mb);
+    (void)ggq_f16_round_clamped(d, &db);
+    (void)ggq_f16_round_clamped(m, &mb);
     if (db == best->dbits && mb == best->mbits) return;
     asym_eval(x, w, d, m, nmax, c);
     if (c->err < best->err) *best = *c;
@@ -301,7 +288,7 @@ static void make_qkx3(const float *restrict x, const float *restrict w, int nmax
     float iscale = fn / rng;
     float scale = 1.0f / iscale, min = mn;
     float l[QK];
-    for (int i = 0; i < QK; i++) l[i] = clampf(rint_f(iscale * (x[i] - mn)), 0.0f, fn);
+    for (int i = 0; i < QK; i++) l[i] = ggq_clampf(ggq_rint_f(iscale * (x[i] - mn)), 0.0f, fn);
     float best = 0.0f;
     for (int i = 0; i < QK; i++) {
         const float diff = (scale * l[i] + mn) - x[i];
@@ -312,7 +299,7 @@ static void make_qkx3(const float *restrict x, const float *restrict w, int nmax
         const float span = mx - min;
         if (!(span >= GROUP_MAX_EPS)) continue;  /* ggtool: a degenerate span skips it */
         iscale = ((-0.9f + 0.05f * (float)is) + fn) / span;
-        for (int i = 0; i < QK; i++) l[i] = clampf(rint_f(iscale * (x[i] - min)), 0.0f, fn);
+        for (int i = 0; i < QK; i++) l[i] = ggq_clampf(ggq_rint_f(iscale * (x[i] - min)), 0.0f, fn);
         float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
         for (int i = 0; i < QK; i++) {
             const float wli = w[i] * l[i];
@@ -381,7 +368,7 @@ static void quantize_asym_block(const float *restrict x, const float *restrict w
     for (int i = 0; i < QK; i++) {
         const float xm = x[i] - mn;
         for (int t = 0; t < NTA; t++) {
-            const float l = clampf(rint_f(iscale[t] * xm), 0.0f, fn);
+            const float l = ggq_clampf(ggq_rint_f(iscale[t] * xm), 0.0f, fn);
             const float wli = w[i] * l;
             sl[t] += wli;
             sl2[t] += wli * l;
@@ -475,10 +462,10 @@ LG_INLINE v8f vsel(v8i m, v8f a, v8f b) {
 }
 LG_INLINE v8u usel(v8i m, v8u a, v8u b) { return (v8u)((m & (v8i)a) | (~m & (v8i)b)); }
 LG_INLINE v8f vabs(v8f v) { return (v8f)((v8u)v & 0x7fffffffu); }
-/* clampf(v, lo, hi) per lane (written per element: the compiler emits max/min) */
+/* ggq_clampf(v, lo, hi) per lane (written per element: the compiler emits max/min) */
 LG_INLINE v8f vclamp(v8f v, v8f lo, v8f hi) {
     v8f r;
-    for (int k = 0; k < 8; k++) r[k] = clampf(v[k], lo[k], hi[k]);
+    for (int k = 0; k < 8; k++) r[k] = ggq_clampf(v[k], lo[k], hi[k]);
     return r;
 }
 LG_INLINE v8f vmin(v8f v, v8f hi) {
@@ -494,7 +481,7 @@ LG_INLINE v8f vlanes(const v8f *a) {
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-/* f16c() per lane: clamp to +-65504, round to the nearest even half; NaN stays NaN */
+/* ggq_f16_round_clamped() per lane: clamp to +-65504, round to the nearest even half; NaN stays NaN */
 LG_INLINE v8f vf16(v8f v, v8u *bits) {
     const v8f big = vset(65504.0f);
     v = vsel(v > big, big, v);
