@@ -157,6 +157,15 @@ class Model:
             self.llm.close()
 
 
+def logits(path: str | Path, ids: list[int], n_ctx: int = 128) -> np.ndarray:
+    """(len(ids), n_vocab) logits of one forward pass of the GGUF at `path` (loaded, then freed)."""
+    m = Model(path, n_ctx=max(n_ctx, len(ids)))
+    try:
+        return m.logits(ids)
+    finally:
+        m.close()
+
+
 @contextlib.contextmanager
 def _stderr_silenced():
     """llama.cpp prints load chatter on fd 2; hide it unless GGTOOL_DEBUG."""

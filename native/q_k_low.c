@@ -258,6 +258,48 @@ KL_INLINE void pack2(const float *L, uint8_t *qs) {
     }
 }
 
+/* The row loop over 256-value blocks, compiled twice (plain and AVX, chosen at run time: same
+ * operations, so the same bytes), and the public entry point. */
+#ifdef KL_AVX_DISPATCH
+#define KL_AVX_CLONE(name)                                                                         \
+    __attribute__((target("avx"))) static void name##_rows_avx(const float *x, uint8_t *y,         \
+                                                               int64_t nrows, int64_t n,            \
+                                                               const float *im) {                   \
+        name##_rows(x, y, nrows, n, im);                                                           \
+    }
+#define KL_AVX_CALL(name)                                                                          \
+    if (__builtin_cpu_supports("avx")) {                                                           \
+        name##_rows_avx(x, y, nrows, n_per_row, imatrix);                                          \
+        return 0;                                                                                  \
+    }
+#else
+#define KL_AVX_CLONE(name)
+#define KL_AVX_CALL(name)
+#endif
+
+#define KL_ENTRY(name, type_size)                                                                  \
+    KL_INLINE void name##_rows(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,       \
+                               const float *imatrix) {                                            \
+        const int64_t nbr = n_per_row / QK;                                                        \
+        float ones[QK];                                                                            \
+        for (int i = 0; i < QK; i++) ones[i] = 1.f;                                                \
+        for (int64_t r = 0; r < nrows; r++)                                                        \
+            for (int64_t b = 0; b < nbr; b++)                                                      \
+                name##_block(x + (r * nbr + b) * QK, imatrix ? imatrix + b * QK : NULL, ones,      \
+                             y + (r * nbr + b) * (type_size));                                     \
+    }                                                                                              \
+    static void name##_rows_plain(const float *x, uint8_t *y, int64_t nrows, int64_t n,            \
+                                  const float *im) {                                               \
+        name##_rows(x, y, nrows, n, im);                                                           \
+    }                                                                                              \
+    KL_AVX_CLONE(name)                                                                             \
+    int ggq_quantize_##name##_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,      \
+                                const float *imatrix) {                                            \
+        KL_AVX_CALL(name)                                                                          \
+        name##_rows_plain(x, y, nrows, n_per_row, imatrix);                                        \
+        return 0;                                                                                  \
+    }
+
 /* ------------------------------------------------------------ Q2_K */
 
 /* Re-round sub-blocks with their stored scales; a sub-block with d*sc == 0 keeps its L. */
@@ -633,36 +675,7 @@ KL_INLINE void q2_block(const float *xb, const float *qw, const float *ones, uin
     ggq_store_fp16(yb + 82, dmin);
 }
 
-KL_INLINE void q2_rows(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
-    const int64_t nbr = n_per_row / QK;
-    float ones[QK];
-    for (int i = 0; i < QK; i++) ones[i] = 1.f;
-    for (int64_t r = 0; r < nrows; r++)
-        for (int64_t b = 0; b < nbr; b++)
-            q2_block(x + (r * nbr + b) * QK, imatrix ? imatrix + b * QK : NULL, ones, y + (r * nbr + b) * 84);
-}
-
-static void q2_rows_plain(const float *x, uint8_t *y, int64_t nrows, int64_t n, const float *im) {
-    q2_rows(x, y, nrows, n, im);
-}
-
-#ifdef KL_AVX_DISPATCH
-__attribute__((target("avx"))) static void q2_rows_avx(const float *x, uint8_t *y, int64_t nrows, int64_t n,
-                                                      const float *im) {
-    q2_rows(x, y, nrows, n, im);
-}
-#endif
-
-int ggq_quantize_q2_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
-#ifdef KL_AVX_DISPATCH
-    if (__builtin_cpu_supports("avx")) {
-        q2_rows_avx(x, y, nrows, n_per_row, imatrix);
-        return 0;
-    }
-#endif
-    q2_rows_plain(x, y, nrows, n_per_row, imatrix);
-    return 0;
-}
+KL_ENTRY(q2, 84)
 
 /* ------------------------------------------------------------ Q3_K */
 
@@ -751,33 +764,4 @@ KL_INLINE void q3_block(const float *xb, const float *qw, const float *ones, uin
     ggq_store_fp16(yb + 108, d);
 }
 
-KL_INLINE void q3_rows(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
-    const int64_t nbr = n_per_row / QK;
-    float ones[QK];
-    for (int i = 0; i < QK; i++) ones[i] = 1.f;
-    for (int64_t r = 0; r < nrows; r++)
-        for (int64_t b = 0; b < nbr; b++)
-            q3_block(x + (r * nbr + b) * QK, imatrix ? imatrix + b * QK : NULL, ones, y + (r * nbr + b) * 110);
-}
-
-static void q3_rows_plain(const float *x, uint8_t *y, int64_t nrows, int64_t n, const float *im) {
-    q3_rows(x, y, nrows, n, im);
-}
-
-#ifdef KL_AVX_DISPATCH
-__attribute__((target("avx"))) static void q3_rows_avx(const float *x, uint8_t *y, int64_t nrows, int64_t n,
-                                                      const float *im) {
-    q3_rows(x, y, nrows, n, im);
-}
-#endif
-
-int ggq_quantize_q3_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix) {
-#ifdef KL_AVX_DISPATCH
-    if (__builtin_cpu_supports("avx")) {
-        q3_rows_avx(x, y, nrows, n_per_row, imatrix);
-        return 0;
-    }
-#endif
-    q3_rows_plain(x, y, nrows, n_per_row, imatrix);
-    return 0;
-}
+KL_ENTRY(q3, 110)

@@ -8,7 +8,9 @@ import pytest
 import gguf
 
 from ggtool.convert import convert
+from ggtool.llamacpp import logits as _logits  # llama.cpp's logits of a GGUF
 from tests.tinymodels import make_checkpoint
+
 
 # (arch, kwargs): GQA, tied/untied, biases, q/k norms, head_dim override, rope scaling,
 # shapes that are and are not multiples of 256
@@ -34,22 +36,8 @@ def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(a - ref).max() / np.abs(ref).max())
 
 
-@pytest.fixture(scope="module")
-def llama_model():
-    from ggtool.llamacpp import Model
-    return Model
-
-
-def _logits(Model, path, ids):
-    m = Model(path, n_ctx=64)
-    try:
-        return m.logits(ids)
-    finally:
-        m.close()
-
-
 @pytest.mark.parametrize("case", list(CASES))
-def test_f32_logits_match_reference(tmp_path, case, llama_cpp_ok, llama_model):
+def test_f32_logits_match_reference(tmp_path, case, llama_cpp_ok):
     from tests.reference_forward import reference_logits
 
     arch, kw = CASES[case]
@@ -58,30 +46,30 @@ def test_f32_logits_match_reference(tmp_path, case, llama_cpp_ok, llama_model):
     vocab = gguf.GGUFReader(out).fields[f"{gguf.GGUFReader(out).fields['general.architecture'].contents()}.vocab_size"].contents()
     ids = list(np.random.default_rng(0).integers(3, vocab, 12))
     ref = reference_logits(ck, ids)
-    got = _logits(llama_model, out, ids)
+    got = _logits(out, ids)
     assert got.shape == ref.shape
     assert rel_err(got, ref) <= BOUNDS["F32"], case
 
 
 @pytest.mark.parametrize("out_type", ["F16", "BF16", "Q8_0"])
 @pytest.mark.parametrize("src_dtype", ["float32", "bfloat16"])
-def test_lower_precision_within_expected_error(tmp_path, out_type, src_dtype, llama_cpp_ok, llama_model):
+def test_lower_precision_within_expected_error(tmp_path, out_type, src_dtype, llama_cpp_ok):
     from tests.reference_forward import reference_logits
 
     ck = make_checkpoint(tmp_path / "ck", "llama", hidden=128, heads=4, kv_heads=2, dtype=src_dtype, seed=5)
     out = convert(ck, tmp_path / f"m.{out_type}.gguf", out_type, progress=False).path
     ids = list(np.random.default_rng(1).integers(3, 400, 12))
-    err = rel_err(_logits(llama_model, out, ids), reference_logits(ck, ids))
+    err = rel_err(_logits(out, ids), reference_logits(ck, ids))
     assert err <= BOUNDS[out_type], (out_type, err)
 
 
-def test_sharded_and_f16_checkpoint(tmp_path, llama_cpp_ok, llama_model):
+def test_sharded_and_f16_checkpoint(tmp_path, llama_cpp_ok):
     from tests.reference_forward import reference_logits
 
     ck = make_checkpoint(tmp_path / "ck", "qwen2", hidden=64, heads=4, kv_heads=2, dtype="float16", shards=3)
     out = convert(ck, tmp_path / "m.gguf", "F32", progress=False).path
     ids = [5, 9, 20, 31, 7, 100]
-    assert rel_err(_logits(llama_model, out, ids), reference_logits(ck, ids)) <= BOUNDS["F32"]
+    assert rel_err(_logits(out, ids), reference_logits(ck, ids)) <= BOUNDS["F32"]
 
 
 def test_round_trip_every_key_and_tensor(tmp_path):
@@ -125,7 +113,7 @@ def test_q8_0_tensors_decode_with_gguf_py(tmp_path):
                                                         t.tensor_type, shape))
 
 
-def test_gguf_input_is_reencoded_with_warning(tmp_path, llama_cpp_ok, llama_model):
+def test_gguf_input_is_reencoded_with_warning(tmp_path, llama_cpp_ok):
     """A quantized GGUF in: dequantized exactly (gguf-py is the oracle), metadata kept, runs."""
     ck = make_checkpoint(tmp_path / "ck", "llama", hidden=64, heads=4, kv_heads=2)
     q8 = convert(ck, tmp_path / "a.Q8_0.gguf", "Q8_0", progress=False).path
@@ -142,7 +130,7 @@ def test_gguf_input_is_reencoded_with_warning(tmp_path, llama_cpp_ok, llama_mode
         np.testing.assert_array_equal(np.asarray(bt[t.name].data).reshape(-1),
                                       gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1))
     ids = [3, 50, 60, 70]
-    assert np.isfinite(_logits(llama_model, res.path, ids)).all()
+    assert np.isfinite(_logits(res.path, ids)).all()
 
 
 def test_streaming_memory_is_bounded_by_a_few_tensors(tmp_path):

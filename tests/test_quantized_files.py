@@ -8,6 +8,7 @@ import pytest
 import gguf
 
 from ggtool.convert import convert
+from ggtool.llamacpp import logits as _logits  # llama.cpp's logits of a GGUF
 from ggtool.mixes import MIXES
 from tests.tinymodels import make_checkpoint
 
@@ -23,15 +24,6 @@ def model256(tmp_path_factory):
                          tokenizer="llama3", seed=11)
     f16 = convert(ck, d / "f16.gguf", "F16", progress=False).path
     return ck, f16
-
-
-def _logits(path, ids):
-    from ggtool.llamacpp import Model
-    m = Model(path, n_ctx=128)
-    try:
-        return m.logits(ids)
-    finally:
-        m.close()
 
 
 @pytest.mark.parametrize("qtype", list(TYPES))
