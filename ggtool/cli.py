@@ -32,16 +32,57 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-@click.group(epilog=ENV_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_ERROR = 1        # a GgtoolError: bad input, a full disk, ... (Error: + Hint:)
+EXIT_BUG = 70         # an unexpected exception: a bug in ggtool (EX_SOFTWARE)
+EXIT_INTERRUPTED = 130
+
+
+class Failure(click.ClickException):
+    """A GgtoolError on its way out of a command: shown as 'Error:' and 'Hint:' lines, exit 1.
+    Raised inside the group, so `main` and click's CliRunner print the same thing."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, err: GgtoolError):
+        super().__init__(err.message)
+        self.err = err
+
+    def show(self, file=None) -> None:
+        show_error(self.err)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GgtoolError as e:
+            if os.environ.get("GGTOOL_DEBUG"):
+                raise
+            raise Failure(e) from None
+
+
+@click.group(cls=_Group, epilog=ENV_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ggtool")
 def cli():
     """ggtool: get a model onto your machine as a GGUF at the size you can afford."""
 
 
+def _mix_names() -> str:
+    from .plan.llamacpp import MIXES
+
+    return ", ".join(MIXES)
+
+
+def _quant_rules() -> list[str]:
+    from .plan import RULES
+
+    return [r for r in RULES if r != "plain"]
+
+
 def quant_options(f):
     """Options shared by `convert --quant` and `quantize`."""
     opts = [
-        click.option("--rules", default="llama.cpp", show_default=True, type=click.Choice(["llama.cpp"]),
+        click.option("--rules", default="llama.cpp", show_default=True, type=click.Choice(_quant_rules()),
                      help="how each tensor's type is chosen within the mix"),
         click.option("--tensor-type", "tensor_types", multiple=True, metavar="REGEX=TYPE",
                      help="force a type for tensors whose name matches REGEX (repeatable)"),
@@ -57,27 +98,28 @@ def quant_options(f):
 
 
 def mix_opts(tensor_types, output_tensor_type, token_embedding_type) -> dict:
-    from .mixes import parse_tensor_type
+    from .plan.llamacpp import parse_tensor_type
 
     return {"overrides": [parse_tensor_type(s) for s in tensor_types],
             "output_type": output_tensor_type, "token_embd_type": token_embedding_type}
 
 
 def report(res, as_json: bool) -> None:
-    from collections import Counter
-
+    counts = res.plan.type_counts()
     summary = {
-        "output": str(res.path), "mix": res.mix, "tensors": res.n_tensors, "bytes": res.nbytes,
-        "params": res.n_params, "bits_per_weight": round(res.bits_per_weight, 3),
-        "seconds": round(res.seconds, 2), "tensor_types": dict(Counter(res.types.values())),
-        "warnings": res.warnings,
+        "output": str(res.path), "mix": res.mix, "rules": res.plan.rules, "tensors": res.n_tensors,
+        "bytes": res.nbytes, "params": res.n_params, "bits_per_weight": round(res.bits_per_weight, 3),
+        "seconds": round(res.seconds, 2), "tensor_types": dict(counts),
+        "warnings": res.warnings, "notes": res.notes,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    kinds = ", ".join(f"{n} {t}" for t, n in Counter(res.types.values()).most_common())
+    kinds = ", ".join(f"{n} {t}" for t, n in counts.most_common())
     say(f"wrote {res.path}: {res.n_tensors} tensors ({kinds}), {human_bytes(res.nbytes)}, "
         f"{res.bits_per_weight:.2f} bits/weight, {res.seconds:.1f} s")
+    for note in res.notes:
+        say(f"note: {note}")
 
 
 @cli.command()
@@ -87,7 +129,7 @@ def report(res, as_json: bool) -> None:
               type=click.Choice(["F32", "F16", "BF16", "Q8_0"], case_sensitive=False),
               help="one type for every matrix (norms and biases stay F32) [default: F16]")
 @click.option("--quant", default=None, metavar="MIX",
-              help="quantize in the same pass: Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16, BF16, F32")
+              help="quantize in the same pass: " + _mix_names())
 @quant_options
 def convert(src, out, out_type, quant, rules, tensor_types, output_tensor_type, token_embedding_type,
             threads, as_json, quiet):
@@ -126,7 +168,8 @@ def quantize(src, out, quant, allow_requantize, rules, tensor_types, output_tens
     if not isinstance(source, GGUFSource):
         source.close()
         raise InputError(f"{src} is not a GGUF file", hint=f"for a checkpoint folder use: ggtool convert {src} -o {out} --quant {quant}")
-    if source.warnings and not allow_requantize:
+    if source.is_quantized and not allow_requantize:
+        source.close()
         raise InputError(f"{src} is already quantized", hint="quantize from an F32/F16/BF16 GGUF, or pass --allow-requantize")
     res = do_convert(src, out, quant, rules=rules, threads=threads, progress=not quiet, log=say, source=source,
                      **mix_opts(tensor_types, output_tensor_type, token_embedding_type))
@@ -134,13 +177,14 @@ def quantize(src, out, quant, allow_requantize, rules, tensor_types, output_tens
 
 
 @cli.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model", type=click.Path(path_type=str))
 @click.argument("prompt")
-@click.option("-n", "--max-tokens", default=48, show_default=True)
-@click.option("--gpu-layers", default=0, show_default=True, help="layers to offload to the GPU (-1 = all)")
+@click.option("-n", "--max-tokens", default=48, show_default=True, type=click.IntRange(min=1))
+@click.option("--gpu-layers", default=0, show_default=True, type=click.IntRange(min=-1),
+              help="layers to offload to the GPU (-1 = all)")
 def generate(model, prompt, max_tokens, gpu_layers):
     """Greedy text continuation of PROMPT with llama.cpp (streams to stdout)."""
-    from .llamacpp import Model
+    from .llamacpp.runtime import Model
 
     m = Model(model, n_ctx=max(512, max_tokens + 256), logits_all=False, n_gpu_layers=gpu_layers)
     click.echo(prompt, nl=False)
@@ -185,26 +229,40 @@ def demo(prompt, out_type):
     run(say, click.echo, prompt=prompt, out_type=out_type.upper())
 
 
+def _color_stderr() -> bool:
+    """Colour on a terminal, unless NO_COLOR is set (https://no-color.org)."""
+    return not os.environ.get("NO_COLOR") and sys.stderr.isatty()
+
+
+def show_error(err: GgtoolError) -> None:
+    color = _color_stderr()
+    click.echo(format_error(err, color=color), err=True, color=color)
+
+
 def main(argv=None) -> None:
-    """Entry point: run the CLI, turn GgtoolErrors into 'Error:/Hint:' lines and exit 1."""
+    """Entry point: run the CLI. GgtoolErrors become 'Error:/Hint:' lines and exit 1; Ctrl-C
+    exits 130; anything else is a bug: one 'Error:' line that says so, exit 70
+    (GGTOOL_DEBUG=1 shows the traceback instead)."""
     try:
         cli.main(args=argv, prog_name="ggtool", standalone_mode=False)
-    except GgtoolError as e:
-        if os.environ.get("GGTOOL_DEBUG"):
-            raise
-        click.echo(format_error(e), err=True)
-        sys.exit(1)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # click has already ended the line
         click.echo("Interrupted; nothing half-written was left behind.", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         click.echo("\nInterrupted; nothing half-written was left behind.", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except Exception as e:
+        if os.environ.get("GGTOOL_DEBUG"):
+            raise
+        bug = GgtoolError(f"internal error (a bug in ggtool {__version__}): {type(e).__name__}: {e}",
+                          hint="rerun with GGTOOL_DEBUG=1 to see the traceback, and please report it")
+        show_error(bug)
+        sys.exit(EXIT_BUG)
 
 
 if __name__ == "__main__":

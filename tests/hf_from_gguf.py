@@ -1,14 +1,14 @@
-"""GGUF header readers for the tests, over the library's fast reader (ggtool.gguf_read).
+"""GGUF header readers for the tests, over the library's fast reader (ggtool.formats.gguf_reader).
 
 test_tokenizer and test_mixes check them against gguf-py's GGUFReader, which makes those tests
-the oracle for ggtool.gguf_read too.
+the oracle for ggtool.formats.gguf_reader too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ggtool.gguf_read import GGUFFile, PackedStrings
+from ggtool.formats.gguf_reader import GGUFFile, PackedStrings
 
 
 def gguf_fields(reader) -> dict:

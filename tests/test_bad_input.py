@@ -207,7 +207,7 @@ def test_quantize_a_folder_points_to_convert(capsys, ck, outdir):
 def test_nan_in_gguf_input_names_the_tensor(capsys, ck, tmp_path, outdir):
     import struct
     from ggtool.convert import convert
-    from ggtool.gguf_read import GGUFFile
+    from ggtool.formats.gguf_reader import GGUFFile
     f32 = convert(ck, tmp_path / "f32.gguf", "F32", progress=False).path
     g = GGUFFile(f32)
     t = next(t for t in g.tensors if t.name == "blk.1.attn_output.weight")

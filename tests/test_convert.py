@@ -8,7 +8,7 @@ import pytest
 import gguf
 
 from ggtool.convert import convert
-from ggtool.llamacpp import logits as _logits  # llama.cpp's logits of a GGUF
+from oracles.llamacpp import logits as _logits  # llama.cpp's logits of a GGUF
 from tests.tinymodels import make_checkpoint
 
 
@@ -139,7 +139,7 @@ def test_streaming_memory_is_bounded_by_a_few_tensors(tmp_path):
 
     ck = make_checkpoint(tmp_path / "ck", "llama", hidden=128, heads=4, kv_heads=2, layers=8, seed=2)
     largest = 0
-    from ggtool.checkpoint import HFCheckpoint
+    from ggtool.sources.hf import HFCheckpoint
     c = HFCheckpoint.open(ck)
     total = 0
     for n in c.names():

@@ -16,7 +16,8 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from ggtool.errors import QuantError
-from ggtool.mixes import MIXES, ModelInfo, get_mix, parse_tensor_type, plan_types, use_more_bits
+from ggtool.plan.model import ModelInfo
+from ggtool.plan.llamacpp import MIXES, get_mix, parse_tensor_type, plan_types, use_more_bits
 
 from tests.hf_from_gguf import read_gguf_header
 
@@ -122,13 +123,13 @@ def source_info(path):
     st = Path(path).stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
     if key not in _SOURCES:
-        _SOURCES[key] = (tensor_list(path), ModelInfo.from_gguf(gguf.GGUFReader(str(path))))
+        _SOURCES[key] = (tensor_list(path), ModelInfo.from_gguf(path))
     return _SOURCES[key]
 
 
 def llama_cpp_types(src, dst, mix, **params):
     """What llama.cpp chose: quantize src with llama_model_quantize, read dst's tensor types."""
-    from ggtool.llamacpp import llama_quantize_file
+    from ggtool.llamacpp.quantize import llama_quantize_file
 
     llama_quantize_file(src, dst, get_mix(mix).ftype, nthread=2, extra=params)
     return {name: t for name, _, t in tensor_list(dst)}

@@ -5,8 +5,8 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
 from ggtool.quants.iq4 import IQ4_NL, IQ4_XS, KVALUES, best_index
-from tests.quantdata import edge_cases, imatrix_for, noised_rows, weighted_sse
-from tests.quantdata import imatrix as make_imatrix
+from oracles.weights import edge_cases, imatrix_for, noised_rows, weighted_sse
+from oracles.weights import imatrix as make_imatrix
 
 TYPES = ["IQ4_NL", "IQ4_XS"]
 CLS = {"IQ4_NL": IQ4_NL, "IQ4_XS": IQ4_XS}
@@ -107,7 +107,7 @@ def noised_smollm2_rows(smollm2_weights):
 
 @pytest.mark.parametrize("qtype", TYPES)
 def test_llama_reproduction_matches_libggml_bytes(llama_cpp_ok, qtype):
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     cls = CLS[qtype]
     rng = np.random.default_rng(8)
@@ -122,7 +122,7 @@ def test_llama_reproduction_matches_libggml_bytes(llama_cpp_ok, qtype):
 @pytest.mark.parametrize("qtype", TYPES)
 def test_error_not_above_libggml(llama_cpp_ok, noised_smollm2_rows, qtype):
     """Default backend only: test_native_equals_numpy shows both give the same bytes."""
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     rng = np.random.default_rng(9)
     sets = {"gaussian": rng.standard_normal((48, 1536)).astype(np.float32),

@@ -8,7 +8,7 @@ from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
-from tests.quantdata import edge_cases, imatrix, imatrix_for, noised_rows, weighted_sse
+from oracles.weights import edge_cases, imatrix, imatrix_for, noised_rows, weighted_sse
 
 TYPES = ["Q4_K", "Q5_K"]
 N = 512  # two super-blocks per row: exercises the per-position imatrix slices
@@ -97,7 +97,7 @@ def test_zero_rows(backend):
 @pytest.mark.parametrize("qtype", TYPES)
 def test_first_stage_is_libggml_bit_for_bit(llama_cpp_ok, monkeypatch, qtype):
     """With the polish switched off, the numpy reference writes exactly libggml's bytes."""
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     cls = quants.get_type(qtype)
     monkeypatch.setattr(cls, "radii", ())
@@ -112,7 +112,7 @@ def test_first_stage_is_libggml_bit_for_bit(llama_cpp_ok, monkeypatch, qtype):
 @pytest.mark.parametrize("qtype", TYPES)
 def test_never_worse_than_libggml_per_block(llama_cpp_ok, backend, qtype):
     """Every super-block's weighted error is <= libggml's on the same block."""
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     for n, (x, labels) in _cases().items():
         for name, im in _imatrices(n).items():
@@ -127,7 +127,7 @@ def test_never_worse_than_libggml_per_block(llama_cpp_ok, backend, qtype):
 @pytest.mark.parametrize("use_im", [False, True], ids=["plain", "imatrix"])
 def test_better_than_libggml_on_real_and_random_weights(llama_cpp_ok, backend, smollm2_rows,
                                                         qtype, use_im):
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     rows = 32 if backend == "numpy" else None  # the numpy reference is slow on whole tensors
     data = dict(smollm2_rows)

@@ -7,7 +7,7 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
 from ggtool.quants import k_low
-from tests.quantdata import edge_cases, imatrix, imatrix_for, noised, weighted_sse
+from oracles.weights import edge_cases, imatrix, imatrix_for, noised, weighted_sse
 
 TYPES = ["Q2_K", "Q3_K"]
 CASES = edge_cases(512)
@@ -69,7 +69,7 @@ def smollm2_rows(smollm2_weights):
 
 
 def _ggml(x, qtype, im):
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     return ggml_quantize(x, qtype, im)
 

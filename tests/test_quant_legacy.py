@@ -7,7 +7,7 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
 from ggtool.quants import legacy
-from tests.quantdata import edge_cases, imatrix, imatrix_for, noised_rows, weighted_sse
+from oracles.weights import edge_cases, imatrix, imatrix_for, noised_rows, weighted_sse
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 N = 160  # not a multiple of 256: legacy types only need 32
@@ -77,7 +77,7 @@ def test_never_worse_than_llama_replica(backend, qtype, im_kind):
 @pytest.mark.parametrize("with_imatrix", [False, True])
 def test_replica_matches_libggml(llama_cpp_ok, qtype, with_imatrix):
     """Our llama.cpp candidate is llama.cpp's algorithm: same bytes as libggml."""
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     rng = np.random.default_rng(11)
     x = rng.standard_normal((32, 512)).astype(np.float32)
@@ -90,7 +90,7 @@ def test_replica_matches_libggml(llama_cpp_ok, qtype, with_imatrix):
 @pytest.mark.parametrize("qtype", TYPES)
 @pytest.mark.parametrize("with_imatrix", [False, True])
 def test_error_not_above_libggml_random(llama_cpp_ok, backend, qtype, with_imatrix):
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     rng = np.random.default_rng(5)
     im = imatrix_for(256) if with_imatrix else None
@@ -104,7 +104,7 @@ def test_error_not_above_libggml_random(llama_cpp_ok, backend, qtype, with_imatr
 @pytest.mark.slow
 @pytest.mark.parametrize("with_imatrix", [False, True])
 def test_error_not_above_libggml_real_weights(llama_cpp_ok, smollm2_weights, qtype, with_imatrix):
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     for name in ("blk.0.attn_q.weight", "blk.3.ffn_down.weight"):
         x = noised_rows(smollm2_weights, name, 32, seed=0)

@@ -7,7 +7,7 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
 from ggtool.quants import q6_k
-from tests.quantdata import edge_cases, imatrix, imatrix_for, noised_rows, weighted_sse
+from oracles.weights import edge_cases, imatrix, imatrix_for, noised_rows, weighted_sse
 
 N = 512
 IM_KINDS = [None, "lognormal_s3", "zeros_and_block_s3"]  # see quantdata.imatrix
@@ -69,7 +69,7 @@ def test_never_worse_than_llama_replica(backend, im_kind):
 
 @pytest.mark.parametrize("with_imatrix", [False, True])
 def test_replica_matches_libggml(llama_cpp_ok, with_imatrix):
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     rng = np.random.default_rng(11)
     x = rng.standard_normal((16, 1024)).astype(np.float32)
@@ -81,7 +81,7 @@ def test_replica_matches_libggml(llama_cpp_ok, with_imatrix):
 
 @pytest.mark.parametrize("with_imatrix", [False, True])
 def test_error_not_above_libggml_random(llama_cpp_ok, backend, with_imatrix):
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     rng = np.random.default_rng(5)
     im = imatrix_for(N) if with_imatrix else None
@@ -94,7 +94,7 @@ def test_error_not_above_libggml_random(llama_cpp_ok, backend, with_imatrix):
 @pytest.mark.slow
 @pytest.mark.parametrize("with_imatrix", [False, True])
 def test_error_not_above_libggml_real_weights(llama_cpp_ok, smollm2_weights, with_imatrix):
-    from ggtool.llamacpp import ggml_quantize
+    from oracles.llamacpp import ggml_quantize
 
     x = noised_rows(smollm2_weights, "blk.2.ffn_down.weight", 32, seed=0)  # rows of 1536
     im = imatrix_for(x.shape[1], seed=9) if with_imatrix else None

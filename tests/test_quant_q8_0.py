@@ -4,7 +4,7 @@ from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
-from tests.quantdata import edge_cases
+from oracles.weights import edge_cases
 
 
 @pytest.mark.parametrize("case", list(edge_cases()))

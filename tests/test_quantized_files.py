@@ -8,8 +8,8 @@ import pytest
 import gguf
 
 from ggtool.convert import convert
-from ggtool.llamacpp import logits as _logits  # llama.cpp's logits of a GGUF
-from ggtool.mixes import MIXES
+from oracles.llamacpp import logits as _logits  # llama.cpp's logits of a GGUF
+from ggtool.plan.llamacpp import MIXES
 from tests.tinymodels import make_checkpoint
 
 # type -> the llama_ftype whose default it is (for llama.cpp's own --pure file of that type)
@@ -30,7 +30,7 @@ def model256(tmp_path_factory):
 def test_every_type_loads_and_runs(model256, qtype, tmp_path, llama_cpp_ok):
     """Every matrix in `qtype`: llama.cpp runs it, and its logits are about as close to the
     reference forward pass as those of llama.cpp's own --pure file of that type."""
-    from ggtool.llamacpp import llama_quantize_file
+    from ggtool.llamacpp.quantize import llama_quantize_file
     from tests.reference_forward import reference_logits
 
     ck, f16 = model256
@@ -52,7 +52,7 @@ def test_every_type_loads_and_runs(model256, qtype, tmp_path, llama_cpp_ok):
 
 @pytest.mark.parametrize("mix", [m for m in MIXES if m not in ("F32",)])
 def test_every_mix_runs_and_matches_llama_cpp_type_choice(model256, mix, tmp_path, llama_cpp_ok):
-    from ggtool.llamacpp import llama_quantize_file
+    from ggtool.llamacpp.quantize import llama_quantize_file
 
     _, f16 = model256
     ours = convert(f16, tmp_path / "ours.gguf", mix, rules="llama.cpp", progress=False).path

@@ -46,7 +46,7 @@ def test_metadata_survives(smollm2_reader, smol_f32_reader):
 
 @pytest.mark.parametrize("out_type", ["F32", "Q8_0"])
 def test_llama_cpp_says_paris(smollm2_checkpoint, smol_f32, out_type, tmp_path, llama_cpp_ok):
-    from ggtool.llamacpp import Model
+    from ggtool.llamacpp.runtime import Model
 
     path = smol_f32 if out_type == "F32" else convert(smollm2_checkpoint, tmp_path / "q8.gguf", "Q8_0",
                                                       progress=False).path
@@ -57,7 +57,7 @@ def test_llama_cpp_says_paris(smollm2_checkpoint, smol_f32, out_type, tmp_path, 
 
 def test_tokenizer_ids_match_tokenizers_library(smollm2_checkpoint, smol_f32, llama_cpp_ok):
     from tokenizers import Tokenizer
-    from ggtool.llamacpp import Model
+    from ggtool.llamacpp.runtime import Model
 
     text = ("Hello world! Ünïcödé café, naïve — 東京 🚀🦙 12345678 3.14159 x=1;  \t\n\n  "
             "def f(a, b):\n    return a**b  # code\n<|im_start|>user\nHi<|im_end|>")

@@ -1,7 +1,7 @@
 """ggtool.tokenizer: the oracle is llama.cpp's own tokenizer, loaded from a vocab-only GGUF we write.
 
 For each tiny trained tokenizer (tests/tinytokenizers.py) and for SmolLM2's tokenizer rebuilt from
-its GGUF (ggtool.unpack, the smollm2_checkpoint fixture), llama.cpp must produce the same ids as `tokenizers` /
+its GGUF (ggtool.hub.unpack, the smollm2_checkpoint fixture), llama.cpp must produce the same ids as `tokenizers` /
 `sentencepiece` on a varied text.
 """
 
@@ -118,7 +118,7 @@ def read_kv(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def smollm_tok(smollm2_checkpoint, smollm2_gguf):
     """(SmolLM2's checkpoint folder with tokenizer.json + tokenizer_config.json rebuilt from its
-    GGUF by ggtool.unpack, the original GGUF's metadata)."""
+    GGUF by ggtool.hub.unpack, the original GGUF's metadata)."""
     return smollm2_checkpoint, read_gguf_kv(smollm2_gguf)
 
 
@@ -307,7 +307,7 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_llamacpp_tokenizes_like_the_library(kind, tiny, tmp_path, llama_cpp_ok):
-    from ggtool.llamacpp import Model
+    from ggtool.llamacpp.runtime import Model
 
     d = tiny(kind)
     write_vocab_gguf(d, tmp_path / "v.gguf")
@@ -334,7 +334,7 @@ def test_llamacpp_comparison_has_teeth(kind, wrong, tiny, tmp_path, monkeypatch,
     """With another pre-tokenizer name llama.cpp tokenizes differently: the texts and the tiny
     vocabs are discriminating enough for the equality above to mean something."""
     import ggtool.tokenizer
-    from ggtool.llamacpp import Model
+    from ggtool.llamacpp.runtime import Model
 
     d = tiny(kind)
     monkeypatch.setattr(ggtool.tokenizer, "pre_from_structure", lambda tj: wrong)
@@ -347,7 +347,7 @@ def test_llamacpp_comparison_has_teeth(kind, wrong, tiny, tmp_path, monkeypatch,
 
 
 def test_llamacpp_tokenizes_padded_vocab(tiny, tmp_path, llama_cpp_ok):
-    from ggtool.llamacpp import Model
+    from ggtool.llamacpp.runtime import Model
 
     d = tiny("qwen2")
     write_vocab_gguf(d, tmp_path / "v.gguf", vocab_size=1024)
@@ -379,7 +379,7 @@ def test_smollm2_keys_match_original_gguf(smollm_tok, tmp_path):
 
 
 def test_smollm2_llamacpp_matches_rebuilt_tokenizer(smollm_tok, smollm2_gguf, tmp_path, llama_cpp_ok):
-    from ggtool.llamacpp import Model
+    from ggtool.llamacpp.runtime import Model
 
     d, _ = smollm_tok
     write_vocab_gguf(d, tmp_path / "v.gguf")
@@ -398,7 +398,7 @@ def test_smollm2_llamacpp_matches_rebuilt_tokenizer(smollm_tok, smollm2_gguf, tm
 def test_smollm2_checkpoint_logits_match_llamacpp(smollm2_gguf, smollm2_checkpoint, llama_cpp_ok):
     """The rebuilt F32 checkpoint, run by an HF-convention numpy forward pass (rotate_half RoPE on
     un-permuted q/k), gives the logits llama.cpp gives for the original GGUF."""
-    from ggtool.llamacpp import Model
+    from ggtool.llamacpp.runtime import Model
 
     d = smollm2_checkpoint
     cfg = json.loads((d / "config.json").read_text())

@@ -20,22 +20,7 @@ from pathlib import Path
 
 
 
-def _shared_data() -> Path:
-    """The workplace's shared/data: beside the clone (CI, developers) or inside it, or
-    wherever GGTOOL_SHARED_DATA points."""
-    import os
-
-    here = Path(__file__).resolve()
-    cands = [os.environ.get("GGTOOL_SHARED_DATA"), here.parents[2] / "shared" / "data",
-             here.parents[1] / "shared" / "data"]
-    for c in cands:
-        if c and (Path(c) / "alice29.txt").is_file():
-            return Path(c)
-    raise FileNotFoundError("shared/data (alice29.txt, code.utf8) not found beside or inside the repo; "
-                            "set GGTOOL_SHARED_DATA to its folder")
-
-
-DATA = _shared_data()
+DATA = Path(__file__).resolve().parent / "data"  # alice29.txt, code.utf8: see data/README.md
 KINDS = ("gpt2", "llama3", "qwen2", "smollm", "spm")
 VOCAB = 1000
 
@@ -53,7 +38,7 @@ QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
 
 
 def corpus_text() -> str:
-    """Alice, plus 30 kB of shared/data/code.utf8 so the vocab learns digit runs, indentation and
+    """Alice, plus 30 kB of code (data/code.utf8) so the vocab learns digit runs, indentation and
     newline runs: where pre-tokenizers differ (a tokenizer trained on prose alone would tokenize
     the same under most of them, and the llama.cpp comparison would prove little)."""
     alice = (DATA / "alice29.txt").read_text(encoding="utf-8", errors="replace")

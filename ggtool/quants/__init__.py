@@ -61,8 +61,9 @@ def get_type(qtype) -> type[QuantType]:
         key = qtype if isinstance(qtype, GGMLQuantizationType) else GGMLQuantizationType[str(qtype).upper()]
         return QuantType.registry[key]
     except KeyError:
+        shown = qtype.name if isinstance(qtype, GGMLQuantizationType) else repr(qtype)
         raise QuantError(
-            f"unknown or unsupported tensor type {qtype!r}",
+            f"unknown or unsupported tensor type {shown}",
             hint="supported types are " + ", ".join(type_names()),
         ) from None
 

@@ -1,6 +1,5 @@
-"""Model sources: a Hugging Face checkpoint folder (safetensors) or a GGUF file.
+"""A Hugging Face checkpoint folder as a source: config.json + *.safetensors (+ tokenizer files).
 
-Both give the converter the same view: metadata plus named float tensors read one at a time.
 Pickle formats (.bin, .pt, .pth, .ckpt) are refused, never unpickled.
 """
 
@@ -12,8 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptFile, InputError
-from .safetensors import SafetensorsFile
+from .. import arch as archs
+from ..errors import CorruptFile, InputError
+from ..formats.metadata import Metadata
+from ..formats.safetensors import SafetensorsFile
+from ..plan.model import ModelInfo
+from .base import Source, order_key
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -109,3 +112,61 @@ class HFCheckpoint:
     def close(self) -> None:
         for f in self.files:
             f.close()
+
+
+class HFSource(Source):
+    def __init__(self, path: Path):
+        self.ck = HFCheckpoint.open(path)
+        cfg = self.ck.config
+        self.family = archs.family_for(cfg)
+        self.hp = self.family.hparams(cfg)
+        names = self.ck.names()
+        has_lm_head = "lm_head.weight" in names
+        tied = self.hp.tied or not has_lm_head
+        if tied != self.hp.tied:
+            self.hp = archs.base.HParams(**{**self.hp.__dict__, "tied": tied})
+        super().__init__(
+            arch=self.family.gguf_arch,
+            info=ModelInfo(self.family.gguf_arch, self.hp.n_layer, self.hp.n_head, self.hp.n_head_kv),
+            name=path.resolve().name,
+        )
+        self.hf_of: dict[str, str] = {}
+        for hf in names:
+            g = self.family.gguf_name(hf)
+            if g is None or (g == "output.weight" and tied):
+                continue
+            want = self.family.expected_shape(g, self.hp)
+            got = self.ck.shape(hf)
+            if tuple(got) != tuple(want):
+                raise InputError(
+                    f"tensor {hf!r} has shape {list(got)} but config.json implies {list(want)}",
+                    hint="config.json does not belong to these weights (or the checkpoint is damaged)")
+            self.hf_of[g] = hf
+        missing = [n for n in self.family.required(self.hp) if n not in self.hf_of]
+        if missing:
+            raise InputError(f"checkpoint lacks {len(missing)} expected tensor(s), e.g. {missing[0]!r}",
+                             hint="download the whole checkpoint (all shards) again")
+        self.extra = self.family.extra_tensors(self.hp)
+        entries = [(g, tuple(self.ck.shape(h))) for g, h in self.hf_of.items()]
+        entries += [(g, a.shape) for g, a in self.extra.items()]
+        self.tensors = sorted(entries, key=lambda e: order_key(e[0]))
+        self.dtypes = sorted({self.ck.dtype(h) for h in self.hf_of.values()})
+
+    def metadata(self) -> Metadata:
+        from ..tokenizer import add_tokenizer
+
+        md = Metadata(self.arch)
+        md.add_type("model")
+        md.add_name(self.name)
+        self.family.write_hparams(md, self.hp, self.ck.config)
+        self.tokenizer = add_tokenizer(md, self.ck.path, self.ck.config)
+        return md
+
+    def load(self, name: str) -> np.ndarray:
+        if name in self.extra:
+            return self.extra[name]
+        x = self.ck.tensor(self.hf_of[name])
+        return self.family.transform(name, x, self.hp)
+
+    def close(self) -> None:
+        self.ck.close()

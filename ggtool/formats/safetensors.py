@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import mmaputil
-from .errors import CorruptFile, InputError
+from . import mmap_hints
+from ..errors import CorruptFile, InputError
 
 # safetensors dtype -> (numpy dtype of the stored bits, bytes per element)
 DTYPES = {
@@ -121,7 +121,7 @@ class SafetensorsFile:
         if e.n_elements == 0:
             return np.zeros(e.shape, dtype=dt)
         mm = self._map()
-        mmaputil.populate(mm, e.start, e.end)
+        mmap_hints.populate(mm, e.start, e.end)
         return np.frombuffer(mm, dtype=dt, count=e.n_elements, offset=e.start).reshape(e.shape)
 
     def float32(self, name: str) -> np.ndarray:
@@ -139,7 +139,7 @@ class SafetensorsFile:
         """Drop the tensor's pages from the resident set (see mmaputil)."""
         if self._mm is not None:
             e = self.entries[name]
-            mmaputil.release(self._mm, e.start, e.end)
+            mmap_hints.release(self._mm, e.start, e.end)
 
     def close(self) -> None:
         if self._mm is not None:

@@ -1,9 +1,7 @@
 """Plan-then-stream GGUF output, written atomically.
 
-    with GGUFOutput(path, arch) as out:
-        out.writer.add_...(...)                    # metadata
-        out.plan("blk.0.attn_q.weight", T.Q4_K, (576, 576))
-        out.begin()                                # header, metadata, tensor infos
+    with GGUFOutput(path, metadata, plan) as out:  # metadata: formats.metadata.Metadata
+        out.begin()                                # header, metadata, tensor infos (plan sizes)
         out.write("blk.0.attn_q.weight", data)     # in plan order, one tensor at a time
         out.commit()                               # fsync + rename into place
 
@@ -23,29 +21,32 @@ from pathlib import Path
 import numpy as np
 import gguf
 
-from . import quants
-from .errors import OutputError
-from .gguf_read import PackedStrings
+from ..errors import OutputError
+from .dtypes import NUMPY
+from .gguf_reader import PackedStrings
 
 HEADER_MARGIN = 64 * 1024 * 1024  # metadata (vocab, merges) on top of tensor bytes, generously
 WRITEBACK_CHUNK = 32 * 1024 * 1024  # start writing back to disk every 32 MiB
-
-
-def tensor_nbytes(qtype, shape) -> int:
-    rows = 1
-    for s in shape[:-1]:
-        rows *= int(s)
-    return rows * quants.row_bytes(qtype, int(shape[-1]))
 
 
 def _os_error(path: Path, e: OSError) -> OutputError:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return OutputError(f"no space left on the device writing {path}",
                            hint="free some disk space or write elsewhere with -o; nothing was left behind")
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if e.errno == errno.EROFS:
+        return OutputError(f"cannot write {path}: read-only file system",
+                           hint="write elsewhere with -o (or remount the file system read-write)")
+    if e.errno in (errno.EACCES, errno.EPERM):
         return OutputError(f"cannot write {path}: {e.strerror}",
                            hint="choose an output path in a folder you can write to")
     return OutputError(f"cannot write {path}: {e.strerror or e}")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 GT = gguf.GGUFValueType
@@ -55,9 +56,6 @@ class _Writer(gguf.GGUFWriter):
     """gguf-py's writer with a fast path for big arrays (vocabularies: ~100k strings).
 
     Same bytes: little-endian, u32 element type, u64 count, then the elements."""
-
-    _NUMPY = {GT.UINT8: "<u1", GT.INT8: "<i1", GT.UINT16: "<u2", GT.INT16: "<i2", GT.UINT32: "<u4",
-              GT.INT32: "<i4", GT.FLOAT32: "<f4", GT.UINT64: "<u8", GT.INT64: "<i8", GT.FLOAT64: "<f8"}
 
     def _pack_val(self, val, vtype, add_vtype, sub_type=None):
         if (vtype != GT.ARRAY or self.endianess != gguf.GGUFEndian.LITTLE or isinstance(val, bytes)
@@ -70,38 +68,45 @@ class _Writer(gguf.GGUFWriter):
         if ltype == GT.STRING:
             enc = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in val]
             return head + b"".join(struct.pack("<Q", len(e)) + e for e in enc)
-        if ltype in self._NUMPY:
-            return head + np.asarray(val, dtype=self._NUMPY[ltype]).tobytes()
+        if ltype in NUMPY and ltype != GT.BOOL:
+            return head + np.asarray(val, dtype=NUMPY[ltype]).tobytes()
         return super()._pack_val(val, vtype, add_vtype, sub_type)
 
 
 class GGUFOutput:
-    def __init__(self, path: str | os.PathLike, arch: str):
+    """`plan`: the tensors in file order, each with .name, .shape, .type and .nbytes
+    (plan.Plan); general.file_type and general.quantization_version come from it too."""
+
+    def __init__(self, path: str | os.PathLike, metadata, plan):
         self.path = Path(path)
         if self.path.is_dir():
             raise OutputError(f"{self.path} is a folder", hint="give a file name ending in .gguf")
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if not parent.is_dir():
             raise OutputError(f"folder {parent} does not exist", hint="create it first or choose another -o")
+        if _read_only(parent):
+            raise OutputError(f"cannot write to folder {parent}: it is on a read-only file system",
+                              hint="write elsewhere with -o (or remount the file system read-write)")
         if not os.access(parent, os.W_OK):
             raise OutputError(f"cannot write to folder {parent}: permission denied",
                               hint="choose an output path in a folder you can write to")
         self.tmp = parent / f"{self.path.name}.{secrets.token_hex(4)}.incomplete"
-        self.writer = _Writer(None, arch)
+        self.writer = _Writer(None, metadata.arch)
+        for key, v in metadata.items.items():  # in order; general.architecture is already first
+            if key != gguf.Keys.General.ARCHITECTURE:
+                self.writer.add_key_value(key, v.value, v.type, sub_type=v.sub_type)
+        self.writer.add_file_type(plan.file_type)
+        if plan.quantized:
+            self.writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         self._plan: list[tuple[str, int]] = []
+        for t in plan:
+            self.writer.add_tensor_info(t.name, tuple(int(s) for s in t.shape), np.dtype(np.float32),
+                                        t.nbytes, raw_dtype=t.type)
+            self._plan.append((t.name, t.nbytes))
+        self.total_bytes = sum(n for _, n in self._plan)
         self._next = 0
         self._open = False
         self._unflushed = 0
-        self.total_bytes = 0
-
-    # ---------------------------------------------------------------- planning
-    def plan(self, name: str, qtype, shape) -> int:
-        t = quants.get_type(qtype).qtype
-        nbytes = tensor_nbytes(t, shape)
-        self.writer.add_tensor_info(name, tuple(int(s) for s in shape), np.dtype(np.float32), nbytes, raw_dtype=t)
-        self._plan.append((name, nbytes))
-        self.total_bytes += nbytes
-        return nbytes
 
     # ---------------------------------------------------------------- writing
     def begin(self) -> None:

@@ -14,14 +14,11 @@ from pathlib import Path
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
-from . import mmaputil
-from .errors import CorruptFile, InputError
+from . import mmap_hints
+from ..errors import CorruptFile, InputError
+from .dtypes import NUMPY, SCALARS
 
 V = GGUFValueType
-SCALARS = {V.UINT8: "<B", V.INT8: "<b", V.UINT16: "<H", V.INT16: "<h", V.UINT32: "<I", V.INT32: "<i",
-           V.FLOAT32: "<f", V.BOOL: "<?", V.UINT64: "<Q", V.INT64: "<q", V.FLOAT64: "<d"}
-NUMPY = {V.UINT8: "<u1", V.INT8: "<i1", V.UINT16: "<u2", V.INT16: "<i2", V.UINT32: "<u4", V.INT32: "<i4",
-         V.FLOAT32: "<f4", V.BOOL: "?", V.UINT64: "<u8", V.INT64: "<i8", V.FLOAT64: "<f8"}
 
 
 class PackedStrings(list):
@@ -174,12 +171,12 @@ class GGUFFile:
 
     def raw(self, t: TensorInfo) -> np.ndarray:
         """The tensor's bytes (uint8 view over the mmap)."""
-        mmaputil.populate(self._mm, t.offset, t.offset + t.nbytes)
+        mmap_hints.populate(self._mm, t.offset, t.offset + t.nbytes)
         return np.frombuffer(self._mm, np.uint8, t.nbytes, t.offset)
 
     def release(self, t: TensorInfo) -> None:
         """Drop the tensor's pages from the resident set (see mmaputil)."""
-        mmaputil.release(self._mm, t.offset, t.offset + t.nbytes)
+        mmap_hints.release(self._mm, t.offset, t.offset + t.nbytes)
 
     def close(self) -> None:
         try:

@@ -1,0 +1,61 @@
+"""A GGUF file as a source: its metadata copied as is, its tensors decoded to float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import gguf
+
+from .. import quants
+from ..errors import CorruptFile
+from ..formats.gguf_reader import GGUFFile
+from ..formats.metadata import Metadata
+from ..plan import FLOAT_TYPES
+from ..plan.model import ModelInfo
+from .base import Source
+
+SKIP_KEYS = {"general.architecture", "general.file_type", "general.quantization_version",
+             "general.alignment"}
+
+
+class GGUFSource(Source):
+    def __init__(self, path: Path):
+        self.file = GGUFFile(path)
+        arch = self.file.get("general.architecture")
+        if not arch:
+            raise CorruptFile(f"{path.name} has no general.architecture")
+        super().__init__(arch=arch, info=ModelInfo.from_kv(self.file.get),
+                         name=str(self.file.get("general.name", path.stem)))
+        self.by_name = {t.name: t for t in self.file.tensors}
+        quantized = sorted({t.ggml_type.name for t in self.file.tensors if t.ggml_type not in FLOAT_TYPES})
+        self._quantized = bool(quantized)
+        if quantized:
+            self.warnings.append(
+                f"input holds quantized tensors ({', '.join(quantized)}): they are dequantized and "
+                "re-encoded, which keeps their quantization error (re-quantizing loses quality)")
+        self.tensors = [(t.name, t.shape) for t in self.file.tensors]
+
+    @property
+    def is_quantized(self) -> bool:
+        return self._quantized
+
+    def metadata(self) -> Metadata:
+        md = Metadata(self.arch)
+        for key, kv in self.file.kv.items():
+            if key not in SKIP_KEYS:
+                md.add_key_value(key, kv.value, kv.vtype, sub_type=kv.sub_type)
+        return md
+
+    def load(self, name: str) -> np.ndarray:
+        t = self.by_name[name]
+        raw = self.file.raw(t)
+        if t.ggml_type in quants.QuantType.registry:
+            x = quants.dequantize(raw, t.ggml_type, t.shape)  # always a new array
+        else:  # types we do not write (IQ2_XXS, ...): gguf-py decodes them
+            x = gguf.quants.dequantize(raw, t.ggml_type).astype(np.float32).reshape(t.shape)
+        self.file.release(t)
+        return x
+
+    def close(self) -> None:
+        self.file.close()
