@@ -13,7 +13,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import GgtoolError, format_error
+from .errors import GgtoolError, InputError, format_error
 from .paths import ENV_VARS
 
 ENV_HELP = "\b\nEnvironment variables:\n" + "\n".join(f"  {k:<20} {v}" for k, v in ENV_VARS.items())
@@ -138,7 +138,9 @@ def convert(src, out, out_type, quant, rules, tensor_types, output_tensor_type, 
     With --quant, safetensors go straight to the quantized GGUF: no F16 file in between.
     """
     from .convert import convert as do_convert
+    from .store import resolve_model
 
+    src = str(resolve_model(src))
     if out_type and quant:
         raise click.UsageError("give --type or --quant, not both")
     if quant:
@@ -163,7 +165,9 @@ def quantize(src, out, quant, allow_requantize, rules, tensor_types, output_tens
     from .convert import convert as do_convert
     from .errors import InputError
     from .sources import GGUFSource, open_source
+    from .store import resolve_model
 
+    src = str(resolve_model(src))
     source = open_source(src)
     if not isinstance(source, GGUFSource):
         source.close()
@@ -177,15 +181,19 @@ def quantize(src, out, quant, allow_requantize, rules, tensor_types, output_tens
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=str))
+@click.argument("model")
 @click.argument("prompt")
 @click.option("-n", "--max-tokens", default=48, show_default=True, type=click.IntRange(min=1))
 @click.option("--gpu-layers", default=0, show_default=True, type=click.IntRange(min=-1),
               help="layers to offload to the GPU (-1 = all)")
 def generate(model, prompt, max_tokens, gpu_layers):
-    """Greedy text continuation of PROMPT with llama.cpp (streams to stdout)."""
+    """Greedy text continuation of PROMPT with llama.cpp (streams to stdout). MODEL: a .gguf or a stored name."""
     from .llamacpp.runtime import Model
+    from .store import resolve_model
 
+    model = resolve_model(model)
+    if not model.is_file():
+        raise InputError(f"{model} is not a GGUF file", hint="give a .gguf file or a stored model (`ggtool list`)")
     m = Model(model, n_ctx=max(512, max_tokens + 256), logits_all=False, n_gpu_layers=gpu_layers)
     click.echo(prompt, nl=False)
     m.generate(prompt, max_tokens=max_tokens, stream=lambda s: click.echo(s, nl=False))
@@ -227,6 +235,181 @@ def demo(prompt, out_type):
     from .demo import run
 
     run(say, click.echo, prompt=prompt, out_type=out_type.upper())
+
+
+# --------------------------------------------------------------------------- the store (#9)
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    """A plain aligned table on stdout."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    for r in [header] + rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--quant", default=None, metavar="QUANT",
+              help="quant to make (safetensors) or take (GGUF repo) [default: Q4_K_M]")
+@click.option("--revision", default=None, help="branch, tag or commit [default: main]")
+@click.option("--name", "store_name", default=None, help="store it under this name (default: from NAME)")
+@click.option("--dry-run", is_flag=True, help="print the plan (files, bytes, disk, conversion) and stop")
+@click.option("--list", "list_aliases", is_flag=True, help="list the catalog's aliases")
+@click.option("--threads", type=int, default=None, help="quantizer threads (default: all cores)")
+@click.option("--json", "as_json", is_flag=True, help="print the plan / the stored model as JSON on stdout")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def pull(name, quant, revision, store_name, dry_run, list_aliases, threads, as_json, quiet):
+    """Get a model into the store: an alias, org/repo, org/repo:QUANT, or a local folder/.gguf.
+
+    \b
+      ggtool pull smollm2-135m                  catalog alias, converted to Q4_K_M
+      ggtool pull Qwen/Qwen3-0.6B --quant Q8_0  safetensors repo: download + convert in one pass
+      ggtool pull bartowski/Llama-3.2-1B-Instruct-GGUF:q4_k_m   a ready GGUF
+      ggtool pull ./my-checkpoint --name mine   a local folder (or .gguf), no second copy
+
+    Downloads resume after a kill, are checked against the Hub's sha256 and retried on stalls.
+    """
+    from .hub import catalog
+    from .hub.pull import describe, plan, run
+
+    if list_aliases:
+        entries = list(catalog.load().values())
+        if as_json:
+            click.echo(json.dumps([{"alias": e.alias, "repo": e.repo, "architecture": e.architecture,
+                                    "convertible": e.convertible, "params": e.params, "gated": e.gated,
+                                    "gguf": list(e.gguf), "description": e.description} for e in entries], indent=2))
+            return
+        _table([[e.alias, e.params, e.repo, "convert" if e.convertible else "GGUF", e.description] for e in entries],
+               ["ALIAS", "PARAMS", "REPO", "HOW", "DESCRIPTION"])
+        return
+    if not name:
+        raise click.UsageError("give a model: an alias (see --list), org/repo, org/repo:QUANT or a path")
+    p = plan(name, quant, revision, name=store_name, log=say)
+    if dry_run:
+        click.echo(json.dumps(p.to_dict(), indent=2) if as_json else describe(p))
+        return
+    stored = run(p, progress=not quiet, threads=threads, log=say)
+    if as_json:
+        click.echo(json.dumps({**stored.summary(), "manifest": stored.manifest}, indent=2))
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout")
+def list_models(as_json):
+    """Stored models: name, size, modified, source."""
+    from . import store
+
+    rows = [s.summary() for s in store.entries()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table([[r["tag"], human_bytes(r["size"]), (r["modified"] or "").replace("T", " ").rstrip("Z"), r["source"] or ""]
+            for r in rows], ["NAME", "SIZE", "MODIFIED", "SOURCE"])
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout")
+def show(model, as_json):
+    """Architecture, parameters, context length, quant and tensor types, chat template, source, path."""
+    from . import store
+
+    info = store.show(model)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    src = info.get("source") or {}
+    rows = [("name", info.get("tag") or info.get("model_name")), ("architecture", info["architecture"]),
+            ("parameters", f"{info['parameters']:,}"), ("context length", info["context_length"]),
+            ("embedding length", info["embedding_length"]), ("layers", info["layers"]),
+            ("quant", info["quant"]), ("file type", info["file_type"]),
+            ("tensor types", ", ".join(f"{n} {t}" for t, n in info["tensor_types"].items())),
+            ("size", human_bytes(info["size"])), ("rules", info.get("rules")),
+            ("source", " @ ".join(str(x) for x in (src.get("repo") or src.get("path") or src.get("kind"),
+                                                   (src.get("commit") or "")[:12]) if x) if src else None),
+            ("path", info["path"])]
+    for k, v in rows:
+        if v not in (None, ""):
+            click.echo(f"{k:<17} {v}")
+    tpl = info.get("chat_template")
+    click.echo("chat template     " + ("(none: llama.cpp will fall back to a generic one)" if not tpl else ""))
+    if tpl:
+        for line in tpl.splitlines():
+            click.echo(f"    {line}")
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout")
+def rm(models, as_json):
+    """Remove stored models: NAME:QUANT, or NAME for all its quants."""
+    from . import store
+
+    removed = store.rm(list(models))
+    if as_json:
+        click.echo(json.dumps(removed, indent=2))
+        return
+    for r in removed:
+        shared = "" if r["freed"] >= r["size"] else " (the rest is shared with the Hugging Face cache)"
+        say(f"removed {r['tag']}: {human_bytes(r['freed'])} freed{shared}")
+
+
+@cli.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout")
+def cp(src, dst, as_json):
+    """Store a model under a second name (hard links: no second copy)."""
+    from . import store
+
+    s = store.cp(src, dst)
+    if as_json:
+        click.echo(json.dumps(s.summary(), indent=2))
+        return
+    say(f"copied {src} -> {s.tag}")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="only say what would be removed")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout")
+def prune(dry_run, as_json):
+    """Remove partial downloads, what killed pulls left, and orphaned blobs in the HF cache."""
+    from . import store
+
+    res = store.prune(dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    if res["items"]:
+        _table([[i["kind"], human_bytes(i["bytes"]), i["path"]] for i in res["items"]], ["KIND", "SIZE", "PATH"])
+    say(f"{'would free' if dry_run else 'freed'} {human_bytes(res['freed'])} ({len(res['items'])} item(s))")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--revision", default="main", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout")
+def quants(name, revision, as_json):
+    """Which quants of a model exist (GGUF repo) or ggtool can make (safetensors), their sizes,
+    and which fit this machine's RAM/VRAM."""
+    from .hub.ggufs import available
+
+    res = available(name, revision)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    m = res["machine"]
+    gpu = f", {human_bytes(m['vram_total'])} VRAM" if m["vram_total"] else ", no GPU found"
+    say(f"this machine: {human_bytes(m['ram_total'])} RAM ({human_bytes(m['ram_available'])} available){gpu}")
+    _table([[r["quant"] + (" *" if r["quant"] == res["recommended"] else ""),
+             ("~" if r["estimate"] else "") + human_bytes(r["size"]), r["fit"],
+             "ggtool convert" if r["kind"] == "convert" else r["repo"]] for r in res["quants"]],
+           ["QUANT", "SIZE", "FITS", "FROM"])
+    for n in res["notes"]:
+        say(n)
+    best = next((r for r in res["quants"] if r["quant"] == res["recommended"]), None)
+    if best:
+        how = f"{best['repo']}:{best['quant']}" if best["kind"] == "gguf" else f"{name} --quant {best['quant']}"
+        say(f"* the biggest that fits now: ggtool pull {how}")
 
 
 def _color_stderr() -> bool:
