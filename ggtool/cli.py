@@ -228,10 +228,10 @@ def doctor(as_json):
 
 @cli.command()
 @click.option("--prompt", default="The capital of France is", show_default=True)
-@click.option("--type", "out_type", default="Q8_0", show_default=True,
-              type=click.Choice(["F32", "F16", "BF16", "Q8_0"], case_sensitive=False))
+@click.option("--type", "--quant", "out_type", default="Q8_0", show_default=True, metavar="QUANT",
+              help="the quant `ggtool pull smollm2-135m` makes (any mix)")
 def demo(prompt, out_type):
-    """The main job end to end on the default model (smollm2-135m)."""
+    """The main job end to end on the default model: ggtool pull smollm2-135m, then generate."""
     from .demo import run
 
     run(say, click.echo, prompt=prompt, out_type=out_type.upper())

@@ -499,9 +499,3 @@ def _held(lk: Path) -> bool:
     from .lock import is_locked
 
     return is_locked(lk)
-
-
-
-def model_dir(name: str) -> Path:
-    """The folder of every quant of model `name` (its quants are subfolders: `folder(name, quant)`)."""
-    return root() / flat(name)

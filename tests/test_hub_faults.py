@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.hubserver import (big_files, ggtool_cmd, gguf_files, hub, hub_env, sharded_files,  # noqa: F401
-                             tiny_ckpt, tiny_files)
+from tests.hubserver import ggtool_cmd
 from tests.test_hub_pull import listed, ok, one_error, run_cli
+
+pytest_plugins = ["tests.hubserver"]  # the local Hub fixtures: hub, hub_env, tiny_ckpt, gguf_files, ...
 
 WEIGHTS = "model.safetensors"
 

@@ -11,9 +11,9 @@ from ggtool.errors import InputError
 from ggtool.hub import catalog, ggufs, names
 from ggtool.hub.cache import UnsafeFileName, safe_relpath
 from ggtool.hub.client import RemoteFile
-from tests.hubserver import (big_files, gguf_files, hub, hub_env, sharded_files, tiny_ckpt,  # noqa: F401
-                             tiny_files)
-from tests.test_hub_pull import ok, one_error, run_cli
+from tests.test_hub_pull import ok, run_cli
+
+pytest_plugins = ["tests.hubserver"]  # the local Hub fixtures: hub, hub_env, tiny_ckpt, gguf_files, ...
 
 
 @pytest.mark.parametrize("text,kind,repo,alias,quant", [

