@@ -228,7 +228,7 @@ def doctor(as_json):
 
 @cli.command()
 @click.option("--prompt", default="The capital of France is", show_default=True)
-@click.option("--type", "--quant", "out_type", default="Q8_0", show_default=True, metavar="QUANT",
+@click.option("--quant", "--type", "out_type", default="Q4_K_M", show_default=True, metavar="QUANT",
               help="the quant `ggtool pull smollm2-135m` makes (any mix)")
 def demo(prompt, out_type):
     """The main job end to end on the default model: ggtool pull smollm2-135m, then generate."""

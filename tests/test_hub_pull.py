@@ -198,6 +198,8 @@ def test_gated_repo_with_a_granted_token(capsys, hub, hub_env, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_good")
     ok(capsys, "pull", "test/gated-llama", "--quant", "Q8_0")
     assert "test/gated-llama:Q8_0" in listed(capsys)
+    assert any("/resolve/" in p for p in hub.authorized)
+    assert not any(p.startswith("/lfs/") for p in hub.authorized)  # the token never goes to the CDN
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -266,3 +268,52 @@ def test_unknown_alias_suggests(capsys, hub_env):
     code, out, err = run_cli(capsys, "pull", "tinny")
     hint = one_error(err, "unknown model 'tinny'")
     assert "tiny" in hint
+
+
+def _layout(root: Path) -> dict:
+    """blobs, snapshot links (-> blob name) and refs of one repo folder, as plain data."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            out[rel] = "-> " + Path(os.readlink(p)).name
+        elif p.is_file() and not rel.startswith(".") and not p.name.endswith(".lock"):
+            out[rel] = p.read_text() if rel.startswith("refs/") else p.stat().st_size
+    return out
+
+
+def test_cache_layout_is_huggingface_hubs_own(capsys, hub, hub_env, tmp_path, monkeypatch):
+    """huggingface_hub itself, pointed at the local Hub, lays its cache out exactly as ggtool does, and
+    each finds the other's files: the weights live once, shared with every HF tool."""
+    from huggingface_hub import hf_hub_download
+
+    ok(capsys, "pull", "test/tiny-llama", "--quant", "Q8_0")
+    ours = Path(hub_env["HF_HUB_CACHE"]) / "models--test--tiny-llama"
+    theirs_root = tmp_path / "hf-theirs"
+    names = [p for p in _layout(ours) if p.startswith("snapshots/")]
+    for n in names:
+        hf_hub_download("test/tiny-llama", n.split("/", 2)[2], revision="main", cache_dir=theirs_root,
+                        endpoint=hub.url, token=False)
+    assert _layout(theirs_root / "models--test--tiny-llama") == _layout(ours)
+    # what ggtool downloaded, huggingface_hub uses without a request
+    n = len(hub.requests)
+    p = hf_hub_download("test/tiny-llama", "model.safetensors", cache_dir=ours.parent, endpoint=hub.url,
+                        token=False, local_files_only=True)
+    assert Path(p).read_bytes() == hub.repos["test/tiny-llama"].files["model.safetensors"]
+    # and what huggingface_hub downloaded, ggtool uses without downloading it again
+    served = hub.served_bytes("test/tiny-llama", "model.safetensors")
+    monkeypatch.setenv("HF_HUB_CACHE", str(theirs_root))
+    ok(capsys, "pull", "test/tiny-llama", "--quant", "Q6_K")
+    assert hub.served_bytes("test/tiny-llama", "model.safetensors") == served
+    assert len(hub.requests) > n  # it did ask the Hub (model info, tree)
+
+
+def test_hf_home_is_honoured(monkeypatch, tmp_path):
+    from ggtool.hub.cache import hub_cache_dir
+
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hfhome"))
+    assert hub_cache_dir() == tmp_path / "hfhome" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "c"))
+    assert hub_cache_dir() == tmp_path / "c"
