@@ -304,6 +304,8 @@ def list_models(as_json):
         return
     _table([[r["tag"], human_bytes(r["size"]), (r["modified"] or "").replace("T", " ").rstrip("Z"), r["source"] or ""]
             for r in rows], ["NAME", "SIZE", "MODIFIED", "SOURCE"])
+    if not rows:
+        say("no models in the store yet: try `ggtool pull smollm2-135m`")
 
 
 @cli.command()

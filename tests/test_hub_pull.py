@@ -71,6 +71,8 @@ def test_pull_safetensors_repo_converts_and_llama_cpp_runs_it(capsys, hub, hub_e
     assert st.is_symlink() and Path(os.path.realpath(st)).name == repo.sha256("model.safetensors")
     assert (Path(hub_env["HF_HUB_CACHE"]) / "models--test--tiny-llama" / "refs" / "main").read_text() == repo.commit
     assert "test/tiny-llama:Q4_K_M" in listed(capsys)
+    out, _ = ok(capsys, "show", "test/tiny-llama:Q4_K_M", "--json")
+    assert json.loads(out)["model_name"] == "tiny-llama"  # the repo's name, not a snapshot's commit id
     # a stored name works wherever a model file does
     out, err = ok(capsys, "generate", "test/tiny-llama:Q4_K_M", "Hello", "-n", "4")
     assert out.startswith("Hello")

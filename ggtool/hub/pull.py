@@ -117,10 +117,18 @@ def _convert_into(src: Path, p: Plan, d: Path, progress, threads, log) -> dict:
 
 def _run_convert(p: Plan, d: Path, progress, threads, log) -> dict:
     paths = _fetch_all(p, progress, log)
-    snap = RepoCache(p.source["repo"]).snapshot(p.source["commit"])
-    m = _convert_into(snap, p, d, progress, threads, log)
+    # convert reads a folder of links to exactly the files we fetched (the snapshot may hold others'
+    # downloads too), named after the repo so general.name is the model's name, not a commit id
+    view = d / ".source" / p.source["repo"].split("/")[-1]
+    shutil.rmtree(view.parent, ignore_errors=True)
+    view.mkdir(parents=True)
+    try:
+        for f, ptr in zip(p.remote, paths):
+            os.symlink(os.path.realpath(ptr), view / Path(f.path).name)
+        m = _convert_into(view, p, d, progress, threads, log)
+    finally:
+        shutil.rmtree(view.parent, ignore_errors=True)
     m["source_files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256, "git_oid": f.oid} for f in p.remote]
-    del paths
     return m
 
 
