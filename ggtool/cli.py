@@ -13,7 +13,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import GgtoolError, InputError, format_error
+from .errors import GgtoolError, format_error
 from .paths import ENV_VARS
 
 ENV_HELP = "\b\nEnvironment variables:\n" + "\n".join(f"  {k:<20} {v}" for k, v in ENV_VARS.items())
@@ -192,8 +192,6 @@ def generate(model, prompt, max_tokens, gpu_layers):
     from .store import resolve_model
 
     model = resolve_model(model)
-    if not model.is_file():
-        raise InputError(f"{model} is not a GGUF file", hint="give a .gguf file or a stored model (`ggtool list`)")
     m = Model(model, n_ctx=max(512, max_tokens + 256), logits_all=False, n_gpu_layers=gpu_layers)
     click.echo(prompt, nl=False)
     m.generate(prompt, max_tokens=max_tokens, stream=lambda s: click.echo(s, nl=False))
@@ -226,10 +224,16 @@ def doctor(as_json):
         click.echo(f"{k:<22} {', '.join(v) if isinstance(v, list) else v}")
 
 
+def _mixes() -> list[str]:
+    from .plan.llamacpp import MIXES
+
+    return list(MIXES)
+
+
 @cli.command()
 @click.option("--prompt", default="The capital of France is", show_default=True)
-@click.option("--quant", "--type", "out_type", default="Q4_K_M", show_default=True, metavar="QUANT",
-              help="the quant `ggtool pull smollm2-135m` makes (any mix)")
+@click.option("--quant", "--type", "out_type", default="Q4_K_M", show_default=True,
+              type=click.Choice(_mixes(), case_sensitive=False), help="the quant `ggtool pull smollm2-135m` makes")
 def demo(prompt, out_type):
     """The main job end to end on the default model: ggtool pull smollm2-135m, then generate."""
     from .demo import run

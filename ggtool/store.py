@@ -261,8 +261,8 @@ def link_or_reference(src: Path, dst: Path) -> str:
 
 def gguf_summary(files: list[Path]) -> dict:
     """Architecture, parameters, context length, per-tensor type counts, chat template of a GGUF."""
-    from .gguf_read import GGUFFile
-    from .mixes import MIXES
+    from .formats.gguf_reader import GGUFFile
+    from .plan.llamacpp import MIXES
 
     counts: Counter = Counter()
     n_params = n_tensors = 0

