@@ -53,6 +53,14 @@ class ConvertResult:
         return 8.0 * self.nbytes / max(self.n_params, 1)
 
 
+def _pieces(src: Source, plan: Plan):
+    """(tensor plan, array) for every tensor in plan order; a MoE's stacked experts come one
+    expert at a time (Source.load_parts), so memory holds one expert, not the layer's."""
+    for t in plan:
+        for part in src.load_parts(t.name):
+            yield t, part
+
+
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
@@ -75,16 +83,17 @@ def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threa
         out = GGUFOutput(out_path, src.metadata(), plan)
         with out:
             out.begin()
-            # read the next tensor while this one is quantized (two tensors in memory at most)
+            # read the next piece while this one is quantized (two pieces in memory at most);
+            # a piece is a whole tensor, or one expert of a MoE's stacked tensor
             with _progress(out.total_bytes, progress) as bar, ThreadPoolExecutor(1) as reader:
-                names = [t.name for t in plan]
-                pending = reader.submit(src.load, names[0]) if names else None
+                pieces = _pieces(src, plan)
+                pending = reader.submit(next, pieces, None)
                 try:
-                    for i, t in enumerate(plan):
+                    while (item := pending.result()) is not None:
+                        t, x = item
+                        pending = reader.submit(next, pieces, None)
                         name = t.name
                         bar.set_description(f"{name:<28} {t.type.name:>5}", refresh=False)
-                        x = pending.result()
-                        pending = reader.submit(src.load, names[i + 1]) if i + 1 < len(names) else None
                         if not quants.all_finite(x):
                             bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
                             raise BadWeights(f"tensor {name!r} holds {bad} NaN/Inf value(s)")
@@ -92,10 +101,9 @@ def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threa
                         data = quants.quantize(x, t.type, threads=threads, name=name, finite_known=True)
                         out.write(name, data)
                         bar.update(data.nbytes)
-                        del x, data
+                        del x, data, item
                 finally:
-                    if pending is not None:
-                        pending.cancel()
+                    pending.cancel()
             path = out.commit()
     finally:
         src.close()

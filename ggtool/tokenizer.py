@@ -273,7 +273,12 @@ def _spm(writer, model_dir: Path, hparams: dict):
         tokens[i], tok_scores[i], tok_types[i] = p, s, t
     for i, (text, special) in extra.items():
         if i < len(pieces) and text == pieces[i] and types[i] != TokenType.NORMAL:
-            continue  # already typed by the model (<s>, </s>, <unk>, user symbols)
+            # already typed by the model (<s>, </s>, <unk>, user symbols); but a user-defined
+            # piece the tokenizer config calls special is a control token (Gemma's turn markers,
+            # as llama.cpp's converter types them)
+            if types[i] == TokenType.USER_DEFINED and (special or _looks_special(text)):
+                tok_types[i] = TokenType.CONTROL
+            continue
         if special or _looks_special(text):
             tok_types[i] = TokenType.CONTROL
         else:

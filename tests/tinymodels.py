@@ -347,6 +347,184 @@ def rewrite_tensors(ckpt_dir, tensors: dict[str, np.ndarray], config_updates: di
     return ckpt
 
 
+# --------------------------------------------------------------------------- more families
+# Gemma 2/3, Phi-3, Mixtral and Qwen3-MoE: checked against transformers (tests/test_families.py),
+# not against tests/reference_forward.py, so they live beside ARCHITECTURES, not in it.
+FAMILY_ARCHITECTURES = {
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+    "mixtral": "MixtralForCausalLM",
+    "qwen3moe": "Qwen3MoeForCausalLM",
+}
+FAMILY_MODEL_TYPES = {"gemma2": "gemma2", "gemma3": "gemma3_text", "phi3": "phi3",
+                      "mixtral": "mixtral", "qwen3moe": "qwen3_moe"}
+FAMILY_TOKENIZERS = {"gemma2": "gemma", "gemma3": "gemma", "phi3": "phi3", "mixtral": "spm",
+                     "qwen3moe": "qwen2"}
+
+
+def family_config(arch: str, *, hidden: int, layers: int, heads: int, kv_heads: int,
+                  head_dim: int | None, intermediate: int, vocab: int, tied: bool, bos, eos,
+                  experts: int = 8, experts_used: int = 2, expert_ff: int | None = None,
+                  max_pos: int = 4096) -> dict:
+    """config.json of a tiny model of a family with its quirks on (see make_family_checkpoint)."""
+    hd = head_dim or hidden // heads
+    cfg = {
+        "architectures": [FAMILY_ARCHITECTURES[arch]], "model_type": FAMILY_MODEL_TYPES[arch],
+        "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads, "intermediate_size": intermediate, "vocab_size": vocab,
+        "max_position_embeddings": max_pos, "tie_word_embeddings": tied, "torch_dtype": "float32",
+        "bos_token_id": bos, "eos_token_id": eos, "attention_dropout": 0.0, "use_cache": True,
+        "initializer_range": 0.02, "transformers_version": "4.57.6",
+    }
+    if arch in ("gemma2", "gemma3"):
+        cfg.update(head_dim=hd, query_pre_attn_scalar=hd, hidden_activation="gelu_pytorch_tanh",
+                   rms_norm_eps=1e-6, attention_bias=False, pad_token_id=0, sliding_window=4)
+    if arch == "gemma2":   # every other layer slides; both soft-caps on and biting
+        cfg.update(rope_theta=10000.0, attn_logit_softcapping=10.0, final_logit_softcapping=30.0)
+    if arch == "gemma3":   # 2 of every 3 layers slide; local/global rope bases; linear scaling
+        cfg.update(rope_theta=1_000_000.0, rope_local_base_freq=10000.0, sliding_window_pattern=3,
+                   rope_scaling={"rope_type": "linear", "factor": 8.0}, final_logit_softcapping=25.0,
+                   attn_logit_softcapping=None)
+    if arch == "phi3":     # LongRoPE (original context 256: llama.cpp pads n_ctx to 256), window
+                           # larger than the test prompts (llama.cpp does not apply it)
+        half = int(0.75 * hidden) // heads // 2
+        r = np.random.default_rng(7)
+        cfg.update(hidden_act="silu", rms_norm_eps=1e-5, rope_theta=10000.0, partial_rotary_factor=0.75,
+                   original_max_position_embeddings=256, sliding_window=512, resid_pdrop=0.0,
+                   embd_pdrop=0.0, attention_bias=False, pad_token_id=None,
+                   rope_scaling={"type": "longrope",
+                                 "long_factor": [round(float(v), 4) for v in 1 + 3 * r.random(half)],
+                                 "short_factor": [round(float(v), 4) for v in 1 + 0.2 * r.random(half)]})
+    if arch == "mixtral":
+        cfg.update(hidden_act="silu", rms_norm_eps=1e-5, rope_theta=1e6, num_local_experts=experts,
+                   num_experts_per_tok=experts_used, sliding_window=None, router_aux_loss_coef=0.02,
+                   output_router_logits=False, router_jitter_noise=0.0)
+    if arch == "qwen3moe":
+        cfg.update(hidden_act="silu", rms_norm_eps=1e-6, rope_theta=1e6, head_dim=hd,
+                   num_experts=experts, num_experts_per_tok=experts_used,
+                   moe_intermediate_size=expert_ff or intermediate // 4, norm_topk_prob=True,
+                   decoder_sparse_step=1, mlp_only_layers=[], attention_bias=False,
+                   use_sliding_window=False, sliding_window=None, max_window_layers=layers,
+                   output_router_logits=False, router_aux_loss_coef=0.001)
+    return dict(sorted(cfg.items()))
+
+
+def family_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """HF tensor name -> numpy shape for a family_config (HF's names and order)."""
+    arch = next(k for k, v in FAMILY_ARCHITECTURES.items() if v == config["architectures"][0])
+    h, n_layer = config["hidden_size"], config["num_hidden_layers"]
+    n_head, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
+    hd = config.get("head_dim") or h // n_head
+    ff, vocab = config["intermediate_size"], config["vocab_size"]
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, h)}
+    for i in range(n_layer):
+        p = f"model.layers.{i}."
+        shapes[p + "input_layernorm.weight"] = (h,)
+        if arch == "phi3":
+            shapes[p + "self_attn.qkv_proj.weight"] = ((n_head + 2 * n_kv) * hd, h)
+        else:
+            for proj, rows in (("q", n_head * hd), ("k", n_kv * hd), ("v", n_kv * hd)):
+                shapes[p + f"self_attn.{proj}_proj.weight"] = (rows, h)
+        shapes[p + "self_attn.o_proj.weight"] = (h, n_head * hd)
+        if arch in ("gemma3", "qwen3moe"):
+            shapes[p + "self_attn.q_norm.weight"] = (hd,)
+            shapes[p + "self_attn.k_norm.weight"] = (hd,)
+        shapes[p + "post_attention_layernorm.weight"] = (h,)
+        if arch in ("gemma2", "gemma3"):
+            shapes[p + "pre_feedforward_layernorm.weight"] = (h,)
+            shapes[p + "post_feedforward_layernorm.weight"] = (h,)
+        if arch == "phi3":
+            shapes[p + "mlp.gate_up_proj.weight"] = (2 * ff, h)
+            shapes[p + "mlp.down_proj.weight"] = (h, ff)
+        elif arch == "mixtral":
+            shapes[p + "block_sparse_moe.gate.weight"] = (config["num_local_experts"], h)
+            for e in range(config["num_local_experts"]):
+                q = p + f"block_sparse_moe.experts.{e}."
+                shapes[q + "w1.weight"], shapes[q + "w2.weight"], shapes[q + "w3.weight"] = (ff, h), (h, ff), (ff, h)
+        elif arch == "qwen3moe":
+            eff = config["moe_intermediate_size"]
+            shapes[p + "mlp.gate.weight"] = (config["num_experts"], h)
+            for e in range(config["num_experts"]):
+                q = p + f"mlp.experts.{e}."
+                shapes[q + "gate_proj.weight"], shapes[q + "up_proj.weight"] = (eff, h), (eff, h)
+                shapes[q + "down_proj.weight"] = (h, eff)
+        else:
+            shapes[p + "mlp.gate_proj.weight"] = (ff, h)
+            shapes[p + "mlp.up_proj.weight"] = (ff, h)
+            shapes[p + "mlp.down_proj.weight"] = (h, ff)
+    shapes["model.norm.weight"] = (h,)
+    if not config.get("tie_word_embeddings", False):
+        shapes["lm_head.weight"] = (vocab, h)
+    return shapes
+
+
+def make_family_checkpoint(out_dir, arch: str, *, hidden: int = 64, layers: int = 3, heads: int = 4,
+                           kv_heads: int = 2, head_dim: int | None = None, intermediate: int | None = None,
+                           vocab: int | None = None, tied: bool | None = None, dtype: str = "float32",
+                           seed: int = 0, tokenizer: str | None = "default", experts: int = 8,
+                           experts_used: int = 2, expert_ff: int | None = None, shards: int = 1,
+                           weight_scale: float = 1.0, norm_noise: float = 0.1,
+                           config_overrides: dict | None = None) -> Path:
+    """A tiny HF checkpoint of one of FAMILY_ARCHITECTURES, with its quirks on:
+
+    gemma2   tied, GQA, head_dim != hidden/heads, window 4 on every other layer, attention
+             soft-cap 10 and final soft-cap 30 (both bite on these weights)
+    gemma3   q/k norms, GQA, 2 of 3 layers sliding (window 4), local rope base 1e4 and global
+             1e6 with linear scaling x8, final soft-cap 25, tied unless tied=False
+    phi3     fused qkv and gate_up, partial rotary 0.75, LongRoPE (original context 256)
+    mixtral  8 experts, 2 per token, GQA, q/k rows permuted by the converter
+    qwen3moe 8 experts of ffn intermediate/4, 2 per token, q/k norms, head_dim given
+    Gemma's norm weights are stored as HF does (the model scales by 1 + w).
+    """
+    if arch not in FAMILY_ARCHITECTURES:
+        raise ValueError(f"arch {arch!r} not in {sorted(FAMILY_ARCHITECTURES)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bos, eos = 1, 2
+    if tokenizer == "default":
+        tokenizer = FAMILY_TOKENIZERS[arch]
+    if tokenizer is not None:
+        from tests.tinytokenizers import make_tokenizer
+
+        n_tok = int(make_tokenizer(tokenizer, out))
+        vocab = vocab or n_tok
+        if vocab < n_tok:
+            raise ValueError(f"vocab {vocab} is smaller than the tokenizer's {n_tok} tokens")
+        bos, eos = special_token_ids(out)
+    vocab = vocab or 512
+    if tied is None:
+        tied = arch in ("gemma2", "gemma3")
+    config = family_config(arch, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
+                           head_dim=head_dim, intermediate=intermediate or 3 * hidden, vocab=vocab,
+                           tied=tied, bos=bos, eos=eos, experts=experts, experts_used=experts_used,
+                           expert_ff=expert_ff)
+    config["torch_dtype"] = dtype
+    shapes = family_tensor_shapes(config)
+    for k, v in (config_overrides or {}).items():
+        if v is None:
+            config.pop(k, None)
+        else:
+            config[k] = v
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    gen = {"_from_model_config": True, "bos_token_id": bos, "eos_token_id": eos,
+           "transformers_version": config["transformers_version"]}
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    gemma = arch.startswith("gemma")
+    tensors = {}
+    for name, shape in shapes.items():
+        x = _random_tensor(name, shape, seed, weight_scale, norm_noise)
+        if gemma and name.endswith("norm.weight"):
+            x = x - np.float32(1.0)                          # HF Gemma norms: x * (1 + w)
+        if dtype == "float16":
+            x = x.astype(np.float16)
+        elif dtype == "bfloat16":
+            x = bf16_bits(x)
+        tensors[name] = x
+    _write_weights(out, tensors, shards)
+    return out
+
+
 # --------------------------------------------------------------------------- corruption
 def weight_files(ckpt_dir) -> list[Path]:
     return sorted(Path(ckpt_dir).glob("*.safetensors"))

@@ -10,6 +10,9 @@ family, so that llama.cpp's pre-tokenizer of that name splits text exactly like 
   qwen2   NFC + Split(Qwen2 regex) + ByteLevel                 -> pre "qwen2"
   smollm  Digits(individual) + ByteLevel                       -> pre "smollm"
   spm     SentencePiece BPE, byte fallback, Llama-2 style      -> tokenizer.model, "llama"
+  gemma   SentencePiece BPE as Gemma's: no dummy prefix, <pad> <eos> <bos> <unk> at 0-3, turn
+          markers user-defined in the model but special in tokenizer_config, Gemma template
+  phi3    the spm kind plus Phi-3's chat tokens added after the model's pieces (special)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"  # alice29.txt, code.utf8: see data/README.md
 KINDS = ("gpt2", "llama3", "qwen2", "smollm", "spm")
+FAMILY_KINDS = ("gemma", "phi3")   # used by tests/test_families.py
 VOCAB = 1000
 
 CHATML = (
@@ -56,8 +60,12 @@ def make_tokenizer(kind: str, out_dir: Path, vocab_size: int = VOCAB) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     if kind == "spm":
         return _make_spm(out_dir, vocab_size)
+    if kind == "gemma":
+        return _make_gemma(out_dir, vocab_size)
+    if kind == "phi3":
+        return _make_phi3(out_dir, vocab_size)
     if kind not in KINDS:
-        raise ValueError(f"unknown tokenizer kind {kind!r}; choose from {KINDS}")
+        raise ValueError(f"unknown tokenizer kind {kind!r}; choose from {KINDS + FAMILY_KINDS}")
     return _make_bpe(kind, out_dir, vocab_size)
 
 
@@ -124,6 +132,80 @@ def _make_spm(out_dir: Path, vocab_size: int) -> int:
     _write_json(out_dir / "tokenizer_config.json", cfg)
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     return sp.vocab_size()
+
+
+GEMMA_TEMPLATE = (  # written for these tests, in the shape of Gemma's
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+GEMMA_TURN_TOKENS = ["<start_of_turn>", "<end_of_turn>"]
+
+
+def _make_gemma(out_dir: Path, vocab_size: int) -> int:
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    lines = [line for line in corpus_text().splitlines() if line.strip()]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=vocab_size,
+        character_coverage=1.0, byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
+        remove_extra_whitespaces=False, normalization_rule_name="identity", add_dummy_prefix=False,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+        unk_piece="<unk>", user_defined_symbols=["<mask>", *GEMMA_TURN_TOKENS, *USER_TOKENS],
+        num_threads=1, minloglevel=2,
+    )
+    (out_dir / "tokenizer.model").write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    decoder = {str(sp.piece_to_id(t)): {"content": t, "special": t not in ("<mask>", *USER_TOKENS),
+                                        "lstrip": False, "rstrip": False, "normalized": False,
+                                        "single_word": False}
+               for t in ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", *GEMMA_TURN_TOKENS, *USER_TOKENS)}
+    cfg = {
+        "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>",
+        "add_bos_token": True, "add_eos_token": False, "chat_template": GEMMA_TEMPLATE,
+        "added_tokens_decoder": decoder, "model_max_length": 2048, "tokenizer_class": "GemmaTokenizer",
+        "spaces_between_special_tokens": False,
+    }
+    _write_json(out_dir / "tokenizer_config.json", cfg)
+    return sp.vocab_size()
+
+
+PHI3_TOKENS = ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]
+PHI3_TEMPLATE = (  # written for these tests, in the shape of Phi-3's
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+
+def _make_phi3(out_dir: Path, vocab_size: int) -> int:
+    """Phi-3-mini's layout: a Llama-2 style tokenizer.model, chat tokens added after it."""
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    lines = [line for line in corpus_text().splitlines() if line.strip()]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=vocab_size,
+        character_coverage=1.0, byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
+        remove_extra_whitespaces=False, normalization_rule_name="identity",
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2,
+    )
+    (out_dir / "tokenizer.model").write_bytes(model.getvalue())
+    n = spm.SentencePieceProcessor(model_proto=model.getvalue()).vocab_size()
+    # as Phi-3-mini's: the chat tokens (and </s>) eat the whitespace after them
+    decoder = {str(i): {"content": t, "special": True, "lstrip": False,
+                        "rstrip": t not in ("<unk>", "<s>", "<|endoftext|>"),
+                        "normalized": False, "single_word": False}
+               for i, t in [(0, "<unk>"), (1, "<s>"), (2, "</s>")] + list(enumerate(PHI3_TOKENS, n))}
+    cfg = {
+        "bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "pad_token": "<|endoftext|>",
+        "add_bos_token": False, "add_eos_token": False, "chat_template": PHI3_TEMPLATE,
+        "added_tokens_decoder": decoder, "model_max_length": 2048, "tokenizer_class": "LlamaTokenizer",
+        "legacy": True,
+    }
+    _write_json(out_dir / "tokenizer_config.json", cfg)
+    return n + len(PHI3_TOKENS)
 
 
 def _write_json(path: Path, obj) -> None:

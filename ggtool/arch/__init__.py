@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from ..errors import UnsupportedArchitecture
 from .base import Family, HParams  # noqa: F401
+from .gemma import GEMMA2, GEMMA3
 from .llama import LLAMA, MISTRAL
+from .moe import MIXTRAL, QWEN3MOE
+from .phi3 import PHI3
 from .qwen2 import QWEN2
 from .qwen3 import QWEN3
 
@@ -13,6 +16,12 @@ ARCHITECTURES: dict[str, Family] = {
     "MistralForCausalLM": MISTRAL,
     "Qwen2ForCausalLM": QWEN2,
     "Qwen3ForCausalLM": QWEN3,
+    "Gemma2ForCausalLM": GEMMA2,
+    "Gemma3ForCausalLM": GEMMA3,
+    "Gemma3ForConditionalGeneration": GEMMA3,   # the language model; vision tower skipped
+    "Phi3ForCausalLM": PHI3,
+    "MixtralForCausalLM": MIXTRAL,
+    "Qwen3MoeForCausalLM": QWEN3MOE,
 }
 
 

@@ -1,7 +1,10 @@
 """What every decoder-only family shares: hyper-parameters, the tensor-name table, shape checks.
 
 A family module (llama.py, qwen2.py, ...) is a `Family(...)` value: data plus, where needed, a
-small transform. Registering the next family is adding a module and a line in __init__.py.
+small transform. A family with more twists (gemma.py, phi3.py, moe.py) subclasses Family and
+overrides the few methods it needs: `prepare_config`, `rename`, `shapes`, `block_tensors`,
+`transform`, `write_hparams`, `validate`, `expert_slot`. Registering the next family is adding a
+module and a line in __init__.py.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import gguf
@@ -59,6 +62,9 @@ class HParams:
     rms_eps: float
     tied: bool
     rope_scaling: dict | None
+    n_expert: int = 0           # mixture of experts: experts per layer (0: dense)
+    n_expert_used: int = 0      # experts each token is routed to
+    n_ff_exp: int = 0           # one expert's feed-forward length
 
 
 def _req(config: dict, key: str, arch: str):
@@ -76,10 +82,34 @@ class Family:
     note: str = ""
     extra_hparams: Callable | None = None  # (writer, config, hp) -> None
     required_optional: frozenset[str] = field(default_factory=frozenset)
+    block_names: Mapping[str, str] = field(default_factory=lambda: BLOCK_NAMES)
+    defaults: Mapping[str, object] = field(default_factory=dict)  # config.json keys HF defaults
+    handles_longrope: bool = False
+
+    # ------------------------------------------------------------------ config
+    def prepare_config(self, config: dict) -> dict:
+        """The config the rest reads: HF's defaults for keys the file leaves out."""
+        return {**self.defaults, **config}
+
+    def validate(self, hp: "HParams", config: dict, hf_names: list[str]) -> None:
+        """Refuse what llama.cpp would run wrongly (before anything is written)."""
+
+    def model_name(self, name: str, model_dir) -> str:
+        """general.name for a checkpoint folder called `name`."""
+        return name
+
+    def rename(self, hf_name: str) -> str | None:
+        """HF tensor name as the tables spell it; None: not part of the language model."""
+        return hf_name
+
+    def expert_slot(self, hf_name: str) -> tuple[str, int] | None:
+        """(stacked GGUF name, expert index) for one expert's tensor of a MoE; None otherwise."""
+        return None
 
     # ------------------------------------------------------------------ hyper-parameters
     def hparams(self, config: dict) -> HParams:
-        a = config.get("architectures", ["?"])[0]
+        config = self.prepare_config(config)
+        a = (config.get("architectures") or ["?"])[0]
         n_embd = int(_req(config, "hidden_size", a))
         n_head = int(_req(config, "num_attention_heads", a))
         n_head_kv = int(config.get("num_key_value_heads") or n_head)
@@ -113,7 +143,7 @@ class Family:
         w.add_head_count_kv(hp.n_head_kv)
         w.add_rope_freq_base(hp.rope_theta)
         w.add_layer_norm_rms_eps(hp.rms_eps)
-        w.add_rope_dimension_count(hp.head_dim)
+        w.add_rope_dimension_count(self.rope_dims(hp, config))
         w.add_vocab_size(hp.n_vocab)
         if hp.head_dim != hp.n_embd // hp.n_head:
             w.add_key_length(hp.head_dim)
@@ -130,11 +160,17 @@ class Family:
                 w.add_rope_scaling_orig_ctx_len(int(rs["original_max_position_embeddings"]))
             elif kind in ("llama3", "default", ""):
                 pass  # llama3: rope_freqs.weight tensor (extra_tensors)
+            elif kind in ("longrope", "su") and self.handles_longrope:
+                pass  # the family writes it (phi3.py)
             else:
                 raise UnsupportedArchitecture(f"rope_scaling type {kind!r} is not supported",
                                               hint="supported: linear, yarn, llama3")
         if self.extra_hparams:
             self.extra_hparams(w, config, hp)
+
+    def rope_dims(self, hp: HParams, config: dict) -> int:
+        """How many dimensions of each head RoPE rotates."""
+        return hp.head_dim
 
     # ------------------------------------------------------------------ tensors
     def gguf_name(self, hf_name: str) -> str | None:
@@ -144,21 +180,25 @@ class Family:
         if hf_name in GLOBAL_NAMES:
             return GLOBAL_NAMES[hf_name]
         m = BLOCK_RE.match(hf_name)
-        if m and m.group(2) in BLOCK_NAMES:
+        if m and m.group(2) in self.block_names:
             suffix = m.group(2)
             if suffix.startswith(("self_attn.q_norm", "self_attn.k_norm")) or suffix.endswith(".bias"):
                 if suffix not in self.optional:
                     raise InputError(f"tensor {hf_name!r} is not expected in a {self.gguf_arch} model",
                                      hint="the config's architecture does not match the weights")
-            return f"blk.{m.group(1)}.{BLOCK_NAMES[suffix]}"
+            return f"blk.{m.group(1)}.{self.block_names[suffix]}"
         raise InputError(f"unknown tensor {hf_name!r} for a {self.gguf_arch} model",
                          hint="this checkpoint has weights ggtool does not know how to place; "
                               "it may be a different architecture than config.json says")
 
     def expected_shape(self, gguf_name: str, hp: HParams) -> tuple[int, ...]:
-        """numpy shape (out, in) the HF tensor must have."""
-        q, kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+        """numpy shape (out, in) the HF tensor must have (a MoE's stacked tensors: per expert)."""
         base = gguf_name.split(".", 2)[-1] if gguf_name.startswith("blk.") else gguf_name
+        return self.shapes(hp)[base]
+
+    def shapes(self, hp: HParams) -> dict[str, tuple[int, ...]]:
+        """GGUF name (without blk.N.) -> numpy shape; families add or change entries."""
+        q, kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
         return {
             "token_embd.weight": (hp.n_vocab, hp.n_embd),
             "output.weight": (hp.n_vocab, hp.n_embd),
@@ -178,18 +218,22 @@ class Family:
             "ffn_gate.weight": (hp.n_ff, hp.n_embd),
             "ffn_up.weight": (hp.n_ff, hp.n_embd),
             "ffn_down.weight": (hp.n_embd, hp.n_ff),
-        }[base]
+        }
 
     def required(self, hp: HParams) -> list[str]:
         names = ["token_embd.weight", "output_norm.weight"]
         if not hp.tied:
             names.append("output.weight")
-        per_block = ["attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
-                     "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight",
-                     "ffn_down.weight"] + [BLOCK_NAMES[s] for s in sorted(self.required_optional)]
+        per_block = self.block_tensors(hp)
         for i in range(hp.n_layer):
             names += [f"blk.{i}.{n}" for n in per_block]
         return names
+
+    def block_tensors(self, hp: HParams) -> list[str]:
+        """Every tensor a block must have (GGUF names without blk.N.)."""
+        return ["attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight",
+                "ffn_down.weight"] + [self.block_names[s] for s in sorted(self.required_optional)]
 
     def transform(self, gguf_name: str, x: np.ndarray, hp: HParams) -> np.ndarray:
         """HF layout -> llama.cpp layout for one tensor."""

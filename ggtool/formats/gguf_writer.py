@@ -105,6 +105,7 @@ class GGUFOutput:
             self._plan.append((t.name, t.nbytes))
         self.total_bytes = sum(n for _, n in self._plan)
         self._next = 0
+        self._part = 0  # bytes of the current tensor written so far
         self._open = False
         self._unflushed = 0
 
@@ -126,20 +127,43 @@ class GGUFOutput:
             raise _os_error(self.path, e) from None
 
     def write(self, name: str, data: np.ndarray) -> None:
+        """The tensor's bytes, whole or in consecutive pieces (a MoE's experts one by one)."""
+        if self._next >= len(self._plan):
+            raise RuntimeError(f"tensor {name} written after the last planned tensor")
         want, nbytes = self._plan[self._next]
         if name != want:
             raise RuntimeError(f"tensor {name} written out of plan order (expected {want})")
         data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
-        if data.nbytes != nbytes:
-            raise RuntimeError(f"tensor {name}: {data.nbytes} bytes, planned {nbytes}")
+        if self._part + data.nbytes > nbytes:
+            raise RuntimeError(f"tensor {name}: {self._part + data.nbytes} bytes, planned {nbytes}")
         try:
-            self.writer.write_tensor_data(data)
+            first, last = self._part == 0, self._part + data.nbytes == nbytes
+            if first and last:
+                self.writer.write_tensor_data(data)
+            else:
+                self._write_piece(data, first, last, nbytes)
             self._unflushed += data.nbytes
             if self._unflushed >= WRITEBACK_CHUNK:
                 self._start_writeback()
         except OSError as e:
             raise _os_error(self.path, e) from None
-        self._next += 1
+        self._part += data.nbytes
+        if self._part == nbytes:
+            self._next, self._part = self._next + 1, 0
+
+    def _write_piece(self, data: np.ndarray, first: bool, last: bool, nbytes: int) -> None:
+        """One piece of a tensor written in parts: gguf-py's write_tensor_data, spread out
+        (alignment padding before the first piece, after the last)."""
+        w = self.writer
+        fout = w.fout[0]
+        if first:
+            ti = w.tensors[0].pop(next(iter(w.tensors[0])))
+            assert ti.nbytes == nbytes
+            w.write_padding(fout, fout.tell())
+            w.state = gguf.gguf_writer.WriterState.WEIGHTS
+        data.tofile(fout)
+        if last:
+            w.write_padding(fout, nbytes)
 
     def _start_writeback(self) -> None:
         """Start the disk writes of what is written so far without waiting for them, so the

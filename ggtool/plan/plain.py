@@ -1,6 +1,6 @@
 """Rule set `plain` (`ggtool convert --type`): one type for every matrix, as convert_hf_to_gguf.
 
-1-D tensors (norms, biases) and rope factors stay F32; a row that the type's block cannot hold
+1-D tensors (norms, biases), rope factors and MoE routers stay F32; a row that the type's block cannot hold
 stays F16 (llama.cpp's converter does the same for Q8_0).
 """
 
@@ -17,8 +17,10 @@ PLAIN_TYPES = {"F32": (T.F32, F.ALL_F32), "F16": (T.F16, F.MOSTLY_F16), "BF16": 
 
 
 def keep_f32(name: str, shape) -> bool:
-    """Tensors llama.cpp never quantizes: 1-D ones (norms, biases) and rope factors."""
-    return len(shape) == 1 or name.endswith("_norm.weight") or name.startswith("rope_freqs")
+    """Tensors llama.cpp never quantizes: 1-D ones (norms, biases), rope factors and a MoE's
+    router (ffn_gate_inp: convert_hf_to_gguf keeps it F32 in F16 files too)."""
+    return (len(shape) == 1 or name.endswith("_norm.weight") or name.startswith(("rope_freqs", "rope_factors"))
+            or "ffn_gate_inp.weight" in name)
 
 
 @rule_set("plain")

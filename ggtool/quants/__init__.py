@@ -119,6 +119,9 @@ def quantize(x, qtype, imatrix=None, threads: int | None = None, name: str = "te
              finite_known: bool = False) -> np.ndarray:
     """float array (..., n) -> uint8 (..., row_bytes) in GGML layout.
 
+    imatrix: (n,) importance weights for every row, or (n_expert, n) for a 3-D (n_expert, rows,
+    n) tensor of stacked experts, each expert's rows weighted by its own row, as llama.cpp does.
+
     finite_known: the caller already checked for NaN/Inf (skips a pass over the data)."""
     t = get_type(qtype)
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -126,6 +129,12 @@ def quantize(x, qtype, imatrix=None, threads: int | None = None, name: str = "te
     n = x.shape[-1]
     if imatrix is not None:
         imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
+        if imatrix.ndim == 2:  # a MoE's stacked experts: one importance row per expert (llama.cpp)
+            if x.ndim != 3 or imatrix.shape != (x.shape[0], n):
+                raise QuantError(f"{name}: imatrix of shape {imatrix.shape} does not fit tensor {x.shape}",
+                                 hint="a 3-D tensor takes one imatrix row per expert")
+            return np.stack([quantize(x[e], t, imatrix[e], threads, name, finite_known)
+                             for e in range(x.shape[0])])
     _check_input(x, t, imatrix, name, finite_known)
     rows = x.reshape(-1, n)
     nrows = rows.shape[0]

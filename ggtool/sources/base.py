@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
@@ -31,6 +32,11 @@ class Source:
     def metadata(self) -> Metadata: ...
     def load(self, name: str) -> np.ndarray: ...
     def close(self) -> None: ...
+
+    def load_parts(self, name: str) -> Iterator[np.ndarray]:
+        """The tensor as consecutive pieces along its first axis (whole, unless a source can
+        do better: a MoE's experts one at a time)."""
+        yield self.load(name)
 
 
 def order_key(name: str) -> tuple:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import gguf
@@ -56,6 +57,17 @@ class GGUFSource(Source):
             x = gguf.quants.dequantize(raw, t.ggml_type).astype(np.float32).reshape(t.shape)
         self.file.release(t)
         return x
+
+    def load_parts(self, name: str) -> Iterator[np.ndarray]:
+        """A 3-D tensor (a MoE's stacked experts) one expert at a time."""
+        t = self.by_name[name]
+        if len(t.shape) < 3 or t.ggml_type not in quants.QuantType.registry:
+            yield self.load(name)
+            return
+        per = np.frombuffer(self.file.raw(t), np.uint8).reshape(t.shape[0], -1)
+        for e in range(t.shape[0]):
+            yield quants.dequantize(per[e], t.ggml_type, (1, *t.shape[1:]))
+        self.file.release(t)
 
     def close(self) -> None:
         self.file.close()

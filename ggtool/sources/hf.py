@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -117,22 +118,36 @@ class HFCheckpoint:
 class HFSource(Source):
     def __init__(self, path: Path):
         self.ck = HFCheckpoint.open(path)
-        cfg = self.ck.config
-        self.family = archs.family_for(cfg)
+        self.family = archs.family_for(self.ck.config)
+        self.config = cfg = self.family.prepare_config(self.ck.config)
         self.hp = self.family.hparams(cfg)
-        names = self.ck.names()
+        # the language model's tensors under the names the family tables use
+        names, skipped = {}, []
+        for hf in self.ck.names():
+            rn = self.family.rename(hf)
+            if rn is None:
+                skipped.append(hf)
+            else:
+                names[rn] = hf
         has_lm_head = "lm_head.weight" in names
         tied = self.hp.tied or not has_lm_head
         if tied != self.hp.tied:
             self.hp = archs.base.HParams(**{**self.hp.__dict__, "tied": tied})
+        self.family.validate(self.hp, cfg, list(names))
         super().__init__(
             arch=self.family.gguf_arch,
-            info=ModelInfo(self.family.gguf_arch, self.hp.n_layer, self.hp.n_head, self.hp.n_head_kv),
-            name=path.resolve().name,
+            info=ModelInfo(self.family.gguf_arch, self.hp.n_layer, self.hp.n_head, self.hp.n_head_kv,
+                           n_expert=self.hp.n_expert),
+            name=self.family.model_name(path.resolve().name, path),
         )
+        if skipped:
+            self.warnings.append(f"{len(skipped)} tensors outside the language model (e.g. {skipped[0]!r}) "
+                                 "are not converted: ggtool writes the text model only")
         self.hf_of: dict[str, str] = {}
-        for hf in names:
-            g = self.family.gguf_name(hf)
+        self.stacks: dict[str, list[str | None]] = {}   # MoE: stacked GGUF name -> HF name per expert
+        for rn, hf in names.items():
+            slot = self.family.expert_slot(rn)
+            g = slot[0] if slot else self.family.gguf_name(rn)
             if g is None or (g == "output.weight" and tied):
                 continue
             want = self.family.expected_shape(g, self.hp)
@@ -141,16 +156,26 @@ class HFSource(Source):
                 raise InputError(
                     f"tensor {hf!r} has shape {list(got)} but config.json implies {list(want)}",
                     hint="config.json does not belong to these weights (or the checkpoint is damaged)")
-            self.hf_of[g] = hf
-        missing = [n for n in self.family.required(self.hp) if n not in self.hf_of]
+            if slot:
+                e = slot[1]
+                if not 0 <= e < self.hp.n_expert:
+                    raise InputError(f"tensor {hf!r} is expert {e}, config.json says {self.hp.n_expert} experts",
+                                     hint="config.json does not belong to these weights")
+                self.stacks.setdefault(g, [None] * self.hp.n_expert)[e] = hf
+            else:
+                self.hf_of[g] = hf
+        missing = [n for n in self.family.required(self.hp) if n not in self.hf_of and n not in self.stacks]
+        missing += [f"{g} (expert {e})" for g, hfs in self.stacks.items() for e, h in enumerate(hfs) if h is None]
         if missing:
             raise InputError(f"checkpoint lacks {len(missing)} expected tensor(s), e.g. {missing[0]!r}",
                              hint="download the whole checkpoint (all shards) again")
         self.extra = self.family.extra_tensors(self.hp)
         entries = [(g, tuple(self.ck.shape(h))) for g, h in self.hf_of.items()]
+        entries += [(g, (len(hfs), *self.ck.shape(hfs[0]))) for g, hfs in self.stacks.items()]
         entries += [(g, a.shape) for g, a in self.extra.items()]
         self.tensors = sorted(entries, key=lambda e: order_key(e[0]))
-        self.dtypes = sorted({self.ck.dtype(h) for h in self.hf_of.values()})
+        used = list(self.hf_of.values()) + [h for hfs in self.stacks.values() for h in hfs]
+        self.dtypes = sorted({self.ck.dtype(h) for h in used})
 
     def metadata(self) -> Metadata:
         from ..tokenizer import add_tokenizer
@@ -158,15 +183,25 @@ class HFSource(Source):
         md = Metadata(self.arch)
         md.add_type("model")
         md.add_name(self.name)
-        self.family.write_hparams(md, self.hp, self.ck.config)
-        self.tokenizer = add_tokenizer(md, self.ck.path, self.ck.config)
+        self.family.write_hparams(md, self.hp, self.config)
+        self.tokenizer = add_tokenizer(md, self.ck.path, self.config)
         return md
 
     def load(self, name: str) -> np.ndarray:
+        if name in self.stacks:
+            return np.stack(list(self.load_parts(name)))
         if name in self.extra:
             return self.extra[name]
         x = self.ck.tensor(self.hf_of[name])
         return self.family.transform(name, x, self.hp)
+
+    def load_parts(self, name: str) -> Iterator[np.ndarray]:
+        """A MoE's stacked tensor one expert at a time (bounded memory); others whole."""
+        if name not in self.stacks:
+            yield self.load(name)
+            return
+        for hf in self.stacks[name]:
+            yield self.family.transform(name, self.ck.tensor(hf), self.hp)[None]
 
     def close(self) -> None:
         self.ck.close()
