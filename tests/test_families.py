@@ -360,3 +360,99 @@ def test_unknown_architecture_lists_the_new_families(tmp_path):
     for name in ("Gemma2ForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration",
                  "Phi3ForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM"):
         assert name in e.value.hint
+
+
+# ---------------------------------------------------------------------------- golden files
+
+@pytest.mark.parametrize("arch", ["Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM",
+                                  "MixtralForCausalLM", "Qwen3MoeForCausalLM"])
+def test_output_equals_golden_file(tmp_path, arch):
+    """Every key and every tensor's bytes as recorded in tests/golden/<arch>.json. A difference
+    means shared code changed what this family writes: if that is intended, run
+    `python tests/golden/regenerate.py ARCH` and say why in the commit."""
+    from tests.golden_gguf import build, differences, golden_path
+
+    want = json.loads(golden_path(arch).read_text(encoding="utf-8"))
+    diff = differences(want, build(arch, tmp_path))
+    assert not diff, f"{arch} output differs from its golden file:\n  " + "\n  ".join(diff[:20])
+
+
+# ---------------------------------------------------------------------------- MoE streaming
+
+def _peak_bytes(fn) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_moe_streaming_memory_is_bounded_by_a_few_tensors(tmp_path):
+    """A layer of 128 experts is 48 MiB of float32; converting it (HF -> F16 GGUF, and that GGUF
+    -> Q8_0) never holds more than a few single tensors: experts are read, quantized and written
+    one at a time."""
+    from ggtool.sources import HFCheckpoint
+
+    ck = tm.make_family_checkpoint(tmp_path / "ck", "qwen3moe", hidden=128, heads=4, kv_heads=2,
+                                   layers=1, experts=128, expert_ff=256, intermediate=1024)
+    c = HFCheckpoint.open(ck)
+    sizes = {n: int(np.prod(c.shape(n))) * 4 for n in c.names()}
+    c.close()
+    largest = max(sizes.values())                        # one tensor (an expert, the embedding)
+    stacked = sum(v for n, v in sizes.items() if ".experts." in n and n.endswith("down_proj.weight"))
+    bound = 3 * largest + 4 * 2**20
+    assert stacked > 2 * bound                           # the test means something
+    f16 = tmp_path / "m.F16.gguf"
+    peak = _peak_bytes(lambda: convert(ck, f16, "F16", progress=False))
+    assert peak < bound, (peak, largest, stacked)
+    peak = _peak_bytes(lambda: convert(f16, tmp_path / "m.Q8_0.gguf", "Q8_0", progress=False))
+    assert peak < bound, (peak, largest, stacked)
+
+
+def test_moe_gguf_reencoded_expert_by_expert_is_exact(tmp_path):
+    """A MoE GGUF re-encoded (its 3-D tensors read one expert at a time) keeps every value."""
+    import gguf
+
+    ck = tm.make_family_checkpoint(tmp_path / "ck", "mixtral", layers=1, experts=4)
+    q8 = convert(ck, tmp_path / "a.Q8_0.gguf", "Q8_0", progress=False).path
+    f32 = convert(q8, tmp_path / "b.F32.gguf", "F32", progress=False).path
+    b = {t.name: t for t in gguf.GGUFReader(f32).tensors}
+    for t in gguf.GGUFReader(q8).tensors:
+        np.testing.assert_array_equal(np.asarray(b[t.name].data).reshape(-1),
+                                      gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1))
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K", "IQ4_XS", "Q4_0"])
+def test_3d_imatrix_weights_each_expert_by_its_own_row(llama_cpp_ok, qtype):
+    """A 3-D (experts, rows, cols) tensor with an (experts, cols) imatrix: each expert quantized
+    with its own importance row, as llama.cpp's llama_tensor_quantize_impl does; the weighted
+    error is never above libggml's on the same expert with the same row."""
+    import gguf
+
+    from ggtool import quants
+    from ggtool.errors import QuantError
+    from oracles.llamacpp import ggml_quantize
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 8, 256)).astype(np.float32)
+    im = (rng.random((4, 256)) ** 4 * 10 + 1e-3).astype(np.float32)
+    q = quants.quantize(x, qtype, imatrix=im)
+    assert q.shape[:2] == (4, 8)
+    deq = quants.dequantize(q, qtype, x.shape)
+    for e in range(4):
+        np.testing.assert_array_equal(q[e], quants.quantize(x[e], qtype, imatrix=im[e]))
+        assert not np.array_equal(q[e], quants.quantize(x[e], qtype, imatrix=im[(e + 1) % 4]))
+        ref = gguf.quants.dequantize(ggml_quantize(x[e], qtype, imatrix=im[e]), T_(qtype)).reshape(x[e].shape)
+        ours_err = float((im[e] * (x[e] - deq[e]) ** 2).sum())
+        assert ours_err <= float((im[e] * (x[e] - ref) ** 2).sum()) * (1 + 1e-6)
+    with pytest.raises(QuantError, match="does not fit"):
+        quants.quantize(x, qtype, imatrix=im[:3])
+
+
+def T_(name):
+    import gguf
+
+    return gguf.GGMLQuantizationType[name]
