@@ -3,8 +3,8 @@
 A family module (llama.py, qwen2.py, ...) is a `Family(...)` value: data plus, where needed, a
 small transform. A family with more twists (gemma.py, phi3.py, moe.py) subclasses Family and
 overrides the few methods it needs: `prepare_config`, `rename`, `shapes`, `block_tensors`,
-`transform`, `write_hparams`, `validate`, `expert_slot`. Registering the next family is adding a
-module and a line in __init__.py.
+`transform`, `write_hparams`, `rope_dims`, `validate`, `model_name`, `expert_slot`.
+Registering the next family is adding a module and a line in __init__.py.
 """
 
 from __future__ import annotations
