@@ -20,7 +20,7 @@ static const int scale_tweaks[] = {-1, 1, -2, 2, -3, 3, -4, 4};
 #define N_TWEAKS ((int)(sizeof(scale_tweaks) / sizeof(scale_tweaks[0])))
 
 
-/* 8 interleaved lanes, combined pairwise (numpy: legacy._lane_sum) */
+/* 8 interleaved lanes, combined pairwise (numpy: primitives.lane_sum(.., 8)) */
 static inline float lane_sum16(const float *restrict e) {
     float a[8];
     for (int k = 0; k < 8; k++) a[k] = (0.0f + e[k]) + e[k + 8];

@@ -7,7 +7,7 @@
  * Sums: llama.cpp's routines (make_qx_quants, make_qkx3_quants, the row sigma2) and the
  * scans add sequentially in element order, the scans' trials side by side
  * ([element][trial]) so the compiler vectorizes across trials; candidate errors and the
- * symmetric refit add in 8 interleaved lanes (numpy: legacy._lane_sum).
+ * symmetric refit add in 8 interleaved lanes (numpy: primitives.lane_sum(.., 8)).
  *
  * With an imatrix one block runs at a time (quantize_sym_block / quantize_asym_block);
  * without one, 8 blocks run side by side, one per vector lane (quantize_plain). */
@@ -38,7 +38,7 @@ static const float asym_offsets_plain[] = {-1.0f, -0.25f, 0.25f, 0.75f};
 
 
 /* Our sums run in 8 interleaved lanes a[k] += e[8j + k], combined pairwise at the end
- * (numpy: legacy._lane_sum); loops are written as j/k nests so they vectorize. */
+ * (numpy: primitives.lane_sum(.., 8)); loops are written as j/k nests so they vectorize. */
 static inline float lanes(const float *restrict a) {
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
@@ -446,7 +446,7 @@ static void pack_qh(const uint8_t *restrict q, uint8_t *restrict qh) {
  * vector lane (x transposed to X[element][block]): no branches, no horizontal sums. The
  * arithmetic per block is exactly the scalar code's with w[i] = 1 (1*v == v), sums in the
  * same orders: sequential for the scans and the asymmetric refit, 8 lanes (element 8j+k into
- * lane k, legacy._lane_sum) for the candidate errors. GNU C vector extension (GCC only);
+ * lane k, primitives.lane_sum(.., 8)) for the candidate errors. GNU C vector extension (GCC only);
  * min/max are written per element so the compiler emits vminps/vmaxps. */
 
 #define NB 8

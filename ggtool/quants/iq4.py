@@ -22,7 +22,7 @@ llama.cpp's bytes are always a candidate, so no block is ever worse than llama.c
 deliberate difference: a scale beyond fp16 range is clamped to 65504 where llama.cpp would
 store inf.) Our own sums use four interleaved lanes (lane_sum) so that the C loops vectorize.
 
-Mirrors native/q_iq4.c byte for byte (see base.py for the rules).
+Mirrors native/q_iq4.c byte for byte (see primitives.py for the rules).
 """
 
 from __future__ import annotations
@@ -30,14 +30,15 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from .base import F32, QuantType, fp16_bytes, fp16_round, fp16_value, nearest_int, safe_inv, seq_sum
+from .base import QuantType
+from .primitives import (F32, GROUP_MAX_EPS, fp16_bytes, fp16_round, fp16_value, lane_sum, nint,
+                         pack_fields, safe_inv, seq_sum, signed_absmax, unpack_fields)
 
 KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
                    dtype=np.int8)
 KV = KVALUES.astype(F32)
 # 2 * midpoints between neighbouring table values (exact small integers)
 MID2 = (KV[:-1] + KV[1:]).astype(F32)
-GROUP_MAX_EPS = F32(1e-15)
 # trials k: inverse scale k / max, max = the x of largest |x| (it maps to table value ~k)
 LLAMA_TRIALS = tuple(range(-127 - 7, -127 + 8))                    # llama.cpp's ntry = 7
 EXTRA_TRIALS = (tuple(-127 + i for i in (-30, -24, -18, -12, 12, 18, 24, 30))
@@ -52,15 +53,6 @@ def best_index(a: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, dtype=F32)
     return np.searchsorted(MID2, a + a, side="right").astype(np.uint8)
-
-
-def lane_sum(a: np.ndarray) -> np.ndarray:
-    """Sum over the last axis (a multiple of 4) as the C kernel does it: four interleaved
-    sequential partial sums (element j into lane j % 4), then (l0 + l1) + (l2 + l3).
-    Used for our own sums; llama.cpp's fit keeps its plain sequential order (seq_sum)."""
-    a = np.asarray(a, dtype=F32)
-    lanes = seq_sum(a.reshape(*a.shape[:-1], -1, 4), axis=-2)       # (..., 4)
-    return (lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3])
 
 
 def _fit(xb, w, L):
@@ -85,9 +77,7 @@ def _search(xb: np.ndarray, wl: np.ndarray, wm: np.ndarray):
     also map the largest |x| to -127 +- 30 or to the positive end 113 +- 30).
     0 for blocks below GROUP_MAX_EPS.
     """
-    M = xb.shape[0]
-    imax = np.argmax(np.abs(xb), axis=1)  # first largest |x|, as the strict '>' loop
-    mx = xb[np.arange(M), imax]
+    mx = signed_absmax(xb)  # first largest |x|, as the strict '>' loop
     zero = np.abs(mx) < GROUP_MAX_EPS
     mx = np.where(zero, F32(1), mx).astype(F32)
 
@@ -153,22 +143,6 @@ def _weights(x, imatrix, nblk):
     return wl.astype(F32), np.ascontiguousarray(im)
 
 
-def fp16_sat(d):
-    """fp16_round with |d| clamped to the largest finite fp16 (llama.cpp would store inf,
-    which it then refuses to load; only matters for |x| beyond about 8e6)."""
-    return fp16_round(np.clip(d, F32(-65504), F32(65504)))
-
-
-def _pack_nibbles(L):
-    """(M, 32) indices -> (M, 16) bytes: low nibble element j, high nibble element j+16."""
-    return (L[:, :16] | (L[:, 16:] << 4)).astype(np.uint8)
-
-
-def _unpack_nibbles(qs):
-    """(M, 16) bytes -> (M, 32) indices."""
-    return np.concatenate([qs & 0x0F, qs >> 4], axis=1)
-
-
 class IQ4_NL(QuantType, qtype=T.IQ4_NL):
     uses_imatrix = True
 
@@ -184,11 +158,11 @@ class IQ4_NL(QuantType, qtype=T.IQ4_NL):
             L0 = best_index(safe_inv(d_ll)[:, None] * xb)
             s0 = fp16_round(d_ll)
             e0 = _err(xb, wm, s0, L0)
-            s1 = fp16_sat(d_ll)
+            s1 = fp16_round(d_ll, clamp=True)
             L1, e1 = _pick(xb, wm, s1)
-            s2 = fp16_sat(d_m)
+            s2 = fp16_round(d_m, clamp=True)
             L2, e2 = _pick(xb, wm, s2)
-            s3 = fp16_sat(_refit(xb, wm, L2))
+            s3 = fp16_round(_refit(xb, wm, L2), clamp=True)
             L3, e3 = _pick(xb, wm, s3)
         return xb, (s0, L0, e0), (s1, L1, e1), (s2, L2, e2), (s3, L3, e3)
 
@@ -202,7 +176,7 @@ class IQ4_NL(QuantType, qtype=T.IQ4_NL):
         L = np.choose(k[:, None], [c[1] for c in cands]).astype(np.uint8)
         out = np.empty((L.shape[0], 18), dtype=np.uint8)
         out[:, :2] = fp16_bytes(s)
-        out[:, 2:] = _pack_nibbles(L)
+        out[:, 2:] = pack_fields(L, 4, 16)
         return out.reshape(nrows, cls.row_bytes(n))
 
     @classmethod
@@ -212,7 +186,7 @@ class IQ4_NL(QuantType, qtype=T.IQ4_NL):
         _, (s0, L0, _), *_ = cls._blocks(x, imatrix)
         out = np.empty((L0.shape[0], 18), dtype=np.uint8)
         out[:, :2] = fp16_bytes(s0)
-        out[:, 2:] = _pack_nibbles(L0)
+        out[:, 2:] = pack_fields(L0, 4, 16)
         return out.reshape(nrows, cls.row_bytes(n))
 
     @classmethod
@@ -220,7 +194,7 @@ class IQ4_NL(QuantType, qtype=T.IQ4_NL):
         nrows = q.shape[0]
         b = q.reshape(-1, 18)
         d = fp16_value(b[:, :2])
-        return (d[:, None] * KV[_unpack_nibbles(b[:, 2:])]).reshape(nrows, -1)
+        return (d[:, None] * KV[unpack_fields(b[:, 2:], 4, 16)]).reshape(nrows, -1)
 
 
 DELTAS = (-1, 0, 1)  # IQ4_XS: sub-block scales tried around a rounded one
@@ -232,16 +206,14 @@ class IQ4_XS(QuantType, qtype=T.IQ4_XS):
     @classmethod
     def _super(cls, scales, div=-32):
         """Super-block scale d = max_scale/div (llama.cpp: div = -32) and 6-bit sub scales l."""
-        nsb = scales.shape[0]
-        imax = np.argmax(np.abs(scales), axis=1)
-        max_scale = scales[np.arange(nsb), imax]
+        max_scale = signed_absmax(scales)
         d = (max_scale / F32(div)).astype(F32) if div > 0 else (-max_scale / F32(-div)).astype(F32)
         return d, cls._sub_l(d, scales)
 
     @staticmethod
     def _sub_l(d, scales):
         v = np.clip(safe_inv(d)[:, None] * scales, F32(-40), F32(40))
-        return np.clip(nearest_int(v), -32, 31)
+        return np.clip(nint(v), -32, 31)
 
     @classmethod
     def _choose(cls, flat, wmf, s, opts, bases):
@@ -274,7 +246,7 @@ class IQ4_XS(QuantType, qtype=T.IQ4_XS):
             d_ll, d_m = d_ll.reshape(nsb, 8), d_m.reshape(nsb, 8)
             # A: llama.cpp's super scale; its own bytes are option 0 of every sub-block
             d, l = cls._super(d_ll)
-            s = fp16_sat(d)
+            s = fp16_round(d, clamp=True)
             dl = (d[:, None] * l.astype(F32)).reshape(-1)
             L0 = best_index(safe_inv(dl)[:, None] * flat)
             step = (s[:, None] * l.astype(F32)).reshape(-1)
@@ -284,14 +256,14 @@ class IQ4_XS(QuantType, qtype=T.IQ4_XS):
             # B, C: super scale from the wm scales, largest one at l = -32 or at l = +31
             for div in (-32, 31):
                 d, l = cls._super(d_m, div)
-                cands.append(cls._choose(flat, wmf, fp16_sat(d), [], [(l, DELTAS)]))
+                cands.append(cls._choose(flat, wmf, fp16_round(d, clamp=True), [], [(l, DELTAS)]))
             # D: the best so far with its super scale refitted (least squares under wm)
             k = np.argmin(np.stack([c[3] for c in cands]), axis=0)
             lsel = np.choose(k[:, None], [c[1] for c in cands])
             Lsel = np.choose(k[:, None, None], [c[2] for c in cands])
             dr = _refit(flat.reshape(nsb, 256), wmf.reshape(nsb, 256),
                         Lsel.reshape(nsb, 256), (np.repeat(lsel, 32, axis=1)).astype(F32))
-            cands.append(cls._choose(flat, wmf, fp16_sat(dr), [],
+            cands.append(cls._choose(flat, wmf, fp16_round(dr, clamp=True), [],
                                      [(lsel, (0,)), (cls._sub_l(dr, d_m), DELTAS)]))
         return cands
 
@@ -301,13 +273,9 @@ class IQ4_XS(QuantType, qtype=T.IQ4_XS):
         out = np.zeros((nsb, 136), dtype=np.uint8)
         out[:, :2] = fp16_bytes(s)
         u = (l + 32).astype(np.uint16)                               # (nsb, 8) in 0..63
-        sh = np.zeros(nsb, dtype=np.uint16)
-        for ib in range(8):
-            sh |= (u[:, ib] >> 4) << (2 * ib)
-        out[:, 2:4] = sh.astype("<u2").reshape(nsb, 1).view(np.uint8)
-        lo = (u & 0x0F).astype(np.uint8)
-        out[:, 4:8] = lo[:, 0::2] | (lo[:, 1::2] << 4)
-        out[:, 8:] = _pack_nibbles(L.reshape(-1, 32)).reshape(nsb, 128)
+        out[:, 2:4] = pack_fields(u >> 4, 2, 1)                   # scales_h, uint16 LE
+        out[:, 4:8] = pack_fields(u, 4, 1)                        # scales_l
+        out[:, 8:] = pack_fields(L.reshape(nsb, 256), 4, 16)
         return out
 
     @classmethod
@@ -341,11 +309,9 @@ class IQ4_XS(QuantType, qtype=T.IQ4_XS):
         b = q.reshape(-1, 136)
         nsb = b.shape[0]
         d = fp16_value(b[:, :2])
-        sh = b[:, 2:4].copy().view("<u2")[:, 0].astype(np.int32)
-        lo = b[:, 4:8]
-        lo = np.stack([lo & 0x0F, lo >> 4], axis=2).reshape(nsb, 8).astype(np.int32)
-        hi = np.stack([(sh >> (2 * ib)) & 3 for ib in range(8)], axis=1)
+        lo = unpack_fields(b[:, 4:8], 4, 1).astype(np.int32)
+        hi = unpack_fields(b[:, 2:4], 2, 1).astype(np.int32)
         ls = (lo | (hi << 4)) - 32                                     # (nsb, 8)
         dl = d[:, None] * ls.astype(F32)
-        L = _unpack_nibbles(b[:, 8:].reshape(-1, 16)).reshape(nsb, 8, 32)
+        L = unpack_fields(b[:, 8:], 4, 16).reshape(nsb, 8, 32)
         return (dl[:, :, None] * KV[L]).reshape(nrows, -1)

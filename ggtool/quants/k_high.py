@@ -1,7 +1,7 @@
 """Q4_K and Q5_K: 256-value super-blocks of 8 sub-blocks (32 values), each with a 6-bit scale
 and a 6-bit min; x = d*sc*q - dmin*m with fp16 d, dmin and q in 0..15 (Q4_K) or 0..31 (Q5_K).
 
-Mirrors native/q_k_high.c byte for byte (rules in base.py). Two stages per super-block:
+Mirrors native/q_k_high.c byte for byte (rules in primitives.py). Two stages per super-block:
 
 1. llama.cpp's own search, reproduced exactly: without imatrix make_qkx2_quants on weights
    rms + |x| and 6-bit scales/mins relative to the largest; with imatrix make_qkx3_quants on
@@ -19,134 +19,12 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from .base import F32, QuantType, fp16_bytes, fp16_value, seq_sum
+from .base import QuantType
+from .primitives import (F32, QK_K, clamp_rint, fp16_bytes, fp16_round, fp16_value, nint,
+                         pack_fields, running_max, seq_sum, unpack_fields)
+from .searches import make_qkx, make_qp
 
-QK_K = 256
 _CHUNK_BLOCKS = 256  # super-blocks per numpy pass (the polish holds ~50 candidates of each)
-_MAGIC = F32(12582912.0)  # 1.5 * 2^23
-
-
-def _nint(v: np.ndarray) -> np.ndarray:
-    """llama.cpp nearest_int, bit for bit (also for NaN, Inf and |v| >= 2^22)."""
-    val = (np.asarray(v, dtype=F32) + _MAGIC).astype(F32)
-    return (val.view(np.int32) & 0x007FFFFF) - 0x00400000
-
-
-def _lt_select(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.where(cond, a, b).astype(F32)
-
-
-# ------------------------------------------------------------------ llama.cpp's searches
-
-def _make_qkx(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
-    """make_qkx2_quants / make_qkx3_quants (identical for weights given, use_mad false).
-
-    x, w: (S, n) float32 -> scale (S,), the_min (S,) (= -min >= 0), L (S, n) int32.
-    As upstream, an accepted candidate's min replaces the running min, so later candidates
-    are measured from it: the search over candidates is sequential.
-    """
-    S, n = x.shape
-    mn = x[:, 0].copy()
-    mx = x[:, 0].copy()
-    for i in range(1, n):
-        xi = x[:, i]
-        mn = _lt_select(xi < mn, xi, mn)
-        mx = _lt_select(xi > mx, xi, mx)
-    sw_sx = np.stack([w, w * x])                             # (2, S, n)
-    sum_w, sum_x = sw_sx[:, :, 0]                            # C starts these at element 0
-    for i in range(1, n):
-        sum_w, sum_x = sum_w + sw_sx[0, :, i], sum_x + sw_sx[1, :, i]
-    mn = _lt_select(mn > 0, F32(0), mn)
-    flat = mx == mn
-    fnmax = F32(nmax)
-    with np.errstate(all="ignore"):
-        iscale = fnmax / (mx - mn)
-        scale = F32(1) / iscale
-        L = np.clip(_nint(iscale[:, None] * (x - mn[:, None])), 0, nmax)
-        diff = scale[:, None] * L.astype(F32) + mn[:, None] - x
-        best = seq_sum(w * (diff * diff))
-        for c in range(nstep + 1):
-            isc = ((F32(rmin) + F32(rdelta) * F32(c)) + fnmax) / (mx - mn)
-            La = np.clip(_nint(isc[:, None] * (x - mn[:, None])), 0, nmax)
-            Lf = La.astype(F32)
-            wl = w * Lf
-            sum_l, sum_l2, sum_xl = seq_sum(np.stack([wl, wl * Lf, wl * x]))
-            D = sum_w * sum_l2 - sum_l * sum_l
-            t_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-            t_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
-            pos = t_min > 0
-            t_min = np.where(pos, F32(0), t_min).astype(F32)
-            t_scale = np.where(pos, sum_xl / sum_l2, t_scale).astype(F32)
-            diff = t_scale[:, None] * Lf + t_min[:, None] - x
-            err = seq_sum(w * (diff * diff))
-            take = (D > 0) & (err < best)
-            best = np.where(take, err, best).astype(F32)
-            scale = np.where(take, t_scale, scale).astype(F32)
-            mn = np.where(take, t_min, mn).astype(F32)
-            L = np.where(take[:, None], La, L)
-    scale = np.where(flat, F32(0), scale).astype(F32)
-    L = np.where(flat[:, None], 0, L)
-    return scale, (-mn).astype(F32), L.astype(np.int32)
-
-
-def _make_qp(x, qw, nmax: int = 63):
-    """make_qp_quants on (S, n) non-negative values -> scale (S,), L (S, n) int32 in 0..255.
-
-    L is what llama.cpp stores in its uint8 array (so wraps modulo 256 like C would).
-    """
-    S, n = x.shape
-    fnmax = F32(nmax)
-    mx = np.zeros(S, F32)
-    for i in range(n):
-        mx = _lt_select(mx > x[:, i], mx, x[:, i])
-    zero = mx < F32(1e-15)
-    with np.errstate(all="ignore"):
-        iscale = fnmax / mx
-        L = _nint(iscale[:, None] * x) & 0xFF
-        scale = F32(1) / iscale
-        best = np.zeros(S, F32)
-        for i in range(n):
-            diff = x[:, i] - scale * L[:, i].astype(F32)
-            best = best + qw[:, i] * diff * diff
-        for is_ in (-4, -3, -2, -1, 1, 2, 3, 4):
-            isc = (F32(0.1) * F32(is_) + fnmax) / mx
-            sc = F32(1) / isc
-            mse = np.zeros(S, F32)
-            for i in range(n):
-                li = np.minimum(nmax, _nint(isc * x[:, i])).astype(F32)
-                diff = x[:, i] - sc * li
-                mse = mse + qw[:, i] * diff * diff
-            take = mse < best
-            best = np.where(take, mse, best)
-            iscale = np.where(take, isc, iscale).astype(F32)
-        sumlx = np.zeros(S, F32)
-        suml2 = np.zeros(S, F32)
-        for i in range(n):
-            li = np.minimum(nmax, _nint(iscale * x[:, i]))
-            L[:, i] = li & 0xFF
-            lf = li.astype(F32)
-            sumlx = sumlx + qw[:, i] * x[:, i] * lf
-            suml2 = suml2 + qw[:, i] * lf * lf
-        for _ in range(5):  # a pass without changes leaves the state as it was
-            for i in range(n):
-                wi, xi = qw[:, i], x[:, i]
-                Lf = L[:, i].astype(F32)
-                slx = sumlx - wi * xi * Lf
-                sl2 = suml2 - wi * Lf * Lf
-                ok = (slx > 0) & (sl2 > 0)
-                new_l = np.minimum(nmax, _nint(xi * sl2 / slx))
-                ok &= new_l != L[:, i]
-                nf = new_l.astype(F32)
-                slx = slx + wi * xi * nf
-                sl2 = sl2 + wi * nf * nf
-                ok &= slx * slx * suml2 > sumlx * sumlx * sl2
-                L[:, i] = np.where(ok, new_l & 0xFF, L[:, i])
-                sumlx = np.where(ok, slx, sumlx).astype(F32)
-                suml2 = np.where(ok, sl2, suml2).astype(F32)
-        out = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
-    out = np.where(zero, F32(0), out).astype(F32)
-    L = np.where(zero[:, None], 0, L)
-    return out, L
 
 
 # ------------------------------------------------------------------ packing
@@ -179,7 +57,7 @@ def _requant(xs, dval, mval, sc, m, L, nmax):
     d = dval[:, None] * sc.astype(F32)                       # (B, 8)
     dm = mval[:, None] * m.astype(F32)
     with np.errstate(all="ignore"):
-        q = np.clip(_nint((xs + dm[:, :, None]) / d[:, :, None]), 0, nmax)
+        q = np.clip(nint((xs + dm[:, :, None]) / d[:, :, None]), 0, nmax)
     return np.where((d != 0)[:, :, None], q, L)
 
 
@@ -210,24 +88,19 @@ def _ggml_ref(xs, nmax, rmin, rdelta, nstep):
     """quantize_row_q{4,5}_K_ref. xs (B, 8, 32) -> d16, dmin16 (B,) float32 values, sc, m, q."""
     B = xs.shape[0]
     sub = xs.reshape(B * 8, 32)
-    sum_x2 = np.zeros(B * 8, F32)
-    for i in range(32):
-        sum_x2 = sum_x2 + sub[:, i] * sub[:, i]
+    sum_x2 = seq_sum(sub * sub)
     av_x = np.sqrt(sum_x2 / F32(32))
     w = (av_x[:, None] + np.abs(sub)).astype(F32)
-    scales, mins, L = _make_qkx(sub, w, nmax, rmin, rdelta, nstep)
+    scales, mins, L = make_qkx(sub, w, nmax, rmin, rdelta, nstep)
     scales = scales.reshape(B, 8)
     mins = mins.reshape(B, 8)
-    max_scale = np.zeros(B, F32)
-    max_min = np.zeros(B, F32)
-    for j in range(8):
-        max_scale = _lt_select(scales[:, j] > max_scale, scales[:, j], max_scale)
-        max_min = _lt_select(mins[:, j] > max_min, mins[:, j], max_min)
+    max_scale = running_max(scales)
+    max_min = running_max(mins)
     with np.errstate(all="ignore"):
         inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0)).astype(F32)
         inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0)).astype(F32)
-    ls = np.minimum(63, _nint(inv_scale[:, None] * scales) & 0xFF)
-    lm = np.minimum(63, _nint(inv_min[:, None] * mins) & 0xFF)
+    ls = np.minimum(63, nint(inv_scale[:, None] * scales) & 0xFF)
+    lm = np.minimum(63, nint(inv_min[:, None] * mins) & 0xFF)
     return _finish(xs, max_scale / F32(63), max_min / F32(63), ls, lm, L.reshape(B, 8, 32), nmax)
 
 
@@ -235,17 +108,13 @@ def _ggml_imatrix(xs, qw, nmax, clamp_ls):
     """quantize_row_q{4,5}_K_impl with quant_weights. qw (256,) per column of the block."""
     B = xs.shape[0]
     flat = xs.reshape(B, QK_K)
-    sum_x2 = np.zeros(B, F32)
-    for i in range(QK_K):
-        sum_x2 = sum_x2 + flat[:, i] * flat[:, i]
+    sum_x2 = seq_sum(flat * flat)
     sigma2 = (F32(2) * sum_x2 / F32(QK_K)).astype(F32)
     w = (qw.reshape(1, 8, 32) * np.sqrt(sigma2[:, None, None] + xs * xs)).astype(F32)
-    sw = np.zeros((B, 8), F32)
-    for i in range(32):
-        sw = sw + w[:, :, i]
-    scales, mins, L = _make_qkx(xs.reshape(B * 8, 32), w.reshape(B * 8, 32), nmax, -0.9, 0.05, 36)
-    d_block, ls = _make_qp(scales.reshape(B, 8), sw)
-    m_block, lm = _make_qp(mins.reshape(B, 8), sw)
+    sw = seq_sum(w)
+    scales, mins, L = make_qkx(xs.reshape(B * 8, 32), w.reshape(B * 8, 32), nmax, -0.9, 0.05, 36)
+    d_block, ls = make_qp(scales.reshape(B, 8), sw, 63)
+    m_block, lm = make_qp(mins.reshape(B, 8), sw, 63)
     if clamp_ls:  # Q5_K clamps to 63 here, Q4_K does not (only matters if qp wrapped)
         ls = np.minimum(63, ls)
         lm = np.minimum(63, lm)
@@ -255,8 +124,8 @@ def _ggml_imatrix(xs, qw, nmax, clamp_ls):
 def _finish(xs, dsrc, msrc, ls, lm, L, nmax):
     packed = _pack_scales(ls, lm)
     sc, m = _unpack_scales(packed)
-    d16 = fp16_value(fp16_bytes(dsrc))
-    m16 = fp16_value(fp16_bytes(msrc))
+    d16 = fp16_round(dsrc)
+    m16 = fp16_round(msrc)
     q = _requant(xs, d16, m16, sc, m, L, nmax)
     return dict(d=d16, dmin=m16, packed=packed, sc=sc, m=m, q=q)
 
@@ -280,10 +149,7 @@ def _search(xs, w, D, Mn, sc, m, R, nmax):
     dm = (Mn[None, :, None] * m2.astype(F32)).astype(F32)
     with np.errstate(all="ignore"):
         inv = np.where(ds > 0, F32(1) / ds, F32(0)).astype(F32)
-    t = (xs[None] + dm[..., None]) * inv[..., None]          # (C, B, 8, 32)
-    t = np.where(t < 0, F32(0), t)
-    t = np.where(t > fnmax, fnmax, t)
-    q = (t + _MAGIC) - _MAGIC
+    q = clamp_rint((xs[None] + dm[..., None]) * inv[..., None], 0, fnmax)  # (C, B, 8, 32)
     diff = xs[None] - (ds[..., None] * q - dm[..., None])
     e = seq_sum(w * (diff * diff))                           # (C, B, 8)
     best, bsc, bm, bq = e[0], s2[0], m2[0], q[0]
@@ -329,8 +195,8 @@ def _refit(xs, w, D, Mn, sc, m, q):
         d_only = ~both & (saa > 0)
         dn = np.where(both, dn, np.where(d_only, (sxa + Mn.astype(np.float64) * sab) / saa, 0.0))
         en = np.where(both, en, Mn.astype(np.float64))
-        d16 = fp16_value(fp16_bytes(dn.astype(F32)))
-        e16 = fp16_value(fp16_bytes(en.astype(F32)))
+        d16 = fp16_round(dn.astype(F32))
+        e16 = fp16_round(en.astype(F32))
     ok = (both | d_only) & np.isfinite(d16) & np.isfinite(e16) & (d16 > 0) & (e16 >= 0)
     return np.where(ok, d16, D).astype(F32), np.where(ok, e16, Mn).astype(F32)
 
@@ -437,15 +303,12 @@ class Q4_K(_KHigh, qtype=T.Q4_K):
         out[:, 0:2] = fp16_bytes(r["d"])
         out[:, 2:4] = fp16_bytes(r["dmin"])
         out[:, 4:16] = r["packed"]
-        q = r["q"].reshape(B, 4, 2, 32).astype(np.uint8)     # (B, chunk, lo/hi, 32)
-        out[:, 16:] = (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(B, 128)
+        out[:, 16:] = pack_fields(r["q"].reshape(B, QK_K), 4, 32)
         return out
 
     @classmethod
     def _unpack_q(cls, b):
-        qs = b[:, 16:144].reshape(-1, 4, 1, 32)
-        q = (qs >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1)) & 0xF
-        return q.reshape(-1, 8, 32)
+        return unpack_fields(b[:, 16:144], 4, 32).reshape(-1, 8, 32)
 
 
 class Q5_K(_KHigh, qtype=T.Q5_K):
@@ -457,24 +320,17 @@ class Q5_K(_KHigh, qtype=T.Q5_K):
     @classmethod
     def _pack(cls, r):
         B = r["q"].shape[0]
+        q = r["q"].reshape(B, QK_K)
         out = np.empty((B, 176), np.uint8)
         out[:, 0:2] = fp16_bytes(r["d"])
         out[:, 2:4] = fp16_bytes(r["dmin"])
         out[:, 4:16] = r["packed"]
-        q = r["q"].reshape(B, 4, 2, 32).astype(np.uint8)     # (B, chunk, lo/hi, 32)
-        hb = q >> 4                                          # 5th bits
-        qh = np.zeros((B, 32), np.uint8)
-        for c in range(4):
-            qh |= (hb[:, c, 0] << (2 * c)) | (hb[:, c, 1] << (2 * c + 1))
-        out[:, 16:48] = qh
-        out[:, 48:] = ((q[:, :, 0] & 0xF) | ((q[:, :, 1] & 0xF) << 4)).reshape(B, 128)
+        out[:, 16:48] = pack_fields(q >> 4, 1, 32)            # 5th bits
+        out[:, 48:] = pack_fields(q, 4, 32)
         return out
 
     @classmethod
     def _unpack_q(cls, b):
-        qh = b[:, 16:48].reshape(-1, 1, 1, 32)
-        qs = b[:, 48:176].reshape(-1, 4, 1, 32)
-        lo = (qs >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1)) & 0xF
-        shift = 2 * np.arange(4).reshape(1, 4, 1, 1) + np.arange(2).reshape(1, 1, 2, 1)
-        hi = (qh >> shift.astype(np.uint8)) & 1                # bit 2c (+1 for the high half)
+        lo = unpack_fields(b[:, 48:176], 4, 32)
+        hi = unpack_fields(b[:, 16:48], 1, 32)
         return (lo | (hi << 4)).reshape(-1, 8, 32)

@@ -1,6 +1,6 @@
 """Legacy 32-element block types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1.
 
-Each mirrors its C kernel in native/ byte for byte (see base.py for the rules).
+Each mirrors its C kernel in native/ byte for byte (see primitives.py for the rules).
 
 Q4_0/Q4_1/Q5_0/Q5_1 evaluate a few candidate scales (and mins) per block and keep the one
 with the lowest error sum(w * (x - x_hat)^2), w = imatrix column (or 1), measured on the
@@ -19,23 +19,24 @@ stored fp16 values (first candidate wins ties):
     the refit (worth < 0.5% there); the C kernel runs 8 blocks side by side, one per lane.
 Sums: llama.cpp's routines and the scans add sequentially in element order (C computes
 the trials side by side); the candidate errors and the symmetric refit add in 8 lanes
-(`_lane_sum`). `llama_rows` gives llama.cpp's exact bytes (the tests hold it to libggml).
+(`lane_sum(.., 8)`). `llama_rows` gives llama.cpp's exact bytes (the tests hold it to libggml).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from gguf import GGMLQuantizationType as T
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
-from .base import F32, QuantType, fp16_bytes, fp16_value, round_half_away, safe_inv, seq_sum
+from .base import QuantType
+from .primitives import (F32, GROUP_MAX_EPS, block_weights, fp16_bytes, fp16_round, fp16_value, lane_sum,
+                         pack_fields, round_half_away, safe_inv, seq_sum, signed_absmax,
+                         unpack_fields)
+from .searches import LLAMA_QX_STEPS, make_qkx, make_qx
 
-QK = 32
-FP16_MAX = F32(65504.0)
-GROUP_MAX_EPS = F32(1e-15)
+QK = GGML_QUANT_SIZES[T.Q4_0][0]  # 32 values per block
 
 # inverse-scale scans: symmetric iscale = -(nmax + 0.1*is)/max; asymmetric
 # iscale = (nmax + rmin + rdelta*is)/(max - min), is = 0..nstep
-LLAMA_QX_STEPS = tuple(i for i in range(-9, 10) if i != 0)  # make_qx_quants' own
 SYM_STEPS = LLAMA_QX_STEPS             # with an imatrix
 SYM_STEPS_PLAIN = (-8, -4, 4, 8)       # without
 ASYM_SCAN = (F32(-1.0), F32(0.25), 7)  # (rmin, rdelta, nstep), with an imatrix (where
@@ -73,33 +74,10 @@ class Q8_0(QuantType, qtype=T.Q8_0):
 
 # ---------------------------------------------------------------- shared pieces
 
-def _f16(v):
-    """fp16 store/load of v, clamped to the finite range (llama.cpp would write inf)."""
-    return np.clip(np.asarray(v, dtype=F32), -FP16_MAX, FP16_MAX).astype(np.float16).astype(F32)
-
-
-def _signed_absmax(b):
-    """(nb, n) -> (nb,) the value of the first element with the largest |x| (C: `>`)."""
-    idx = np.argmax(np.abs(b), axis=1)
-    return b[np.arange(b.shape[0]), idx]
-
-
-def _lane_sum(a):
-    """Sum over the last axis (a multiple of 8) in 8 interleaved lanes, lanes combined
-    pairwise: ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). C: the j/k loop nests + lanes() in
-    q_legacy.c, lane_sum16 in q6_k.c (the compiler vectorizes them)."""
-    a = np.asarray(a, dtype=F32)
-    acc = np.zeros(a.shape[:-1] + (8,), F32)
-    for j in range(0, a.shape[-1], 8):
-        acc = acc + a[..., j:j + 8]
-    a0, a1, a2, a3, a4, a5, a6, a7 = (acc[..., k] for k in range(8))
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-
-
 def _sse(x, xh, w):
     """sum(w * (x - xh)^2) per block, float32, in lanes (C: e[i] = w[i]*(diff*diff))."""
     diff = x - xh
-    return _lane_sum(w * (diff * diff))
+    return lane_sum(w * (diff * diff), 8)
 
 
 def _row_weights(x, imatrix):
@@ -112,97 +90,18 @@ def _row_weights(x, imatrix):
     return w.astype(F32).reshape(-1, QK)
 
 
-def make_qx_quants(x, nmax, w):
-    """llama.cpp make_qx_quants(n, nmax, x, L, rmse_type=1, qw=w) on (nb, n) blocks.
-
-    Returns (scale (nb,), L (nb, n) int32 in 0..2*nmax-1)."""
-    nb, n = x.shape
-    fn = F32(nmax)
-    mx = _signed_absmax(x)
-    zero = np.abs(mx) < GROUP_MAX_EPS
-    mx = np.where(zero, F32(1), mx)
-
-    def trial(iscale):
-        l = np.clip(np.rint(iscale[:, None] * x), -nmax, nmax - 1).astype(F32)
-        wl = w * l
-        return l, seq_sum((w * x) * l), seq_sum(wl * l)
-
-    l, sumlx, suml2 = trial(-fn / mx)
-    L = l
-    scale = np.where(suml2 != 0, sumlx / np.where(suml2 != 0, suml2, F32(1)), F32(0)).astype(F32)
-    best = scale * sumlx
-    for s in LLAMA_QX_STEPS:
-        l, sumlx, suml2 = trial(-(F32(0.1) * F32(s) + fn) / mx)
-        better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        if better.any():
-            L = np.where(better[:, None], l, L)
-            sc = sumlx / np.where(better, suml2, F32(1))
-            scale = np.where(better, sc, scale)
-            best = np.where(better, sc * sumlx, best)
-    L = (L + fn).astype(np.int32)
-    L[zero] = 0
-    scale[zero] = 0
-    return scale.astype(F32), L
-
-
-def make_qkx3_quants(x, nmax, w, rmin=F32(-0.9), rdelta=F32(0.05), nstep=36):
-    """llama.cpp make_qkx3_quants(n, nmax, x, w, ..., use_mad=false) on (nb, n) blocks.
-
-    Returns (scale, min, L) with x ~ scale*L + min (min = -the_min, <= 0)."""
-    fn = F32(nmax)
-    mn = np.minimum(x.min(axis=1), F32(0)) + F32(0)  # + 0: -0.0 -> +0.0, as in C
-    mx = x.max(axis=1) + F32(0)
-    sum_w = seq_sum(w)
-    sum_x = seq_sum(w * x)
-    flat = (mx <= mn) | (mx - mn < GROUP_MAX_EPS)  # ggtool: also a near-flat block is flat
-    rng = np.where(flat, F32(1), mx - mn)
-
-    def err(scale, m, l):
-        diff = (scale[:, None] * l + m[:, None]) - x
-        return seq_sum(w * (diff * diff))
-
-    iscale = fn / rng
-    scale = F32(1) / iscale
-    l0 = np.clip(np.rint(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(F32)
-    best = err(scale, mn, l0)
-    m_best = mn
-    L = l0
-    for s in range(nstep + 1):
-        # llama.cpp reuses `min`: each trial is taken from the best min so far
-        span = mx - m_best
-        live = span >= GROUP_MAX_EPS  # ggtool: a degenerate span skips the trial
-        iscale = ((rmin + rdelta * F32(s)) + fn) / np.where(live, span, F32(1))
-        l = np.clip(np.rint(iscale[:, None] * (x - m_best[:, None])), 0, nmax).astype(F32)
-        wl = w * l
-        sum_l = seq_sum(wl)
-        sum_l2 = seq_sum(wl * l)
-        sum_xl = seq_sum(wl * x)
-        D = sum_w * sum_l2 - sum_l * sum_l
-        ok = D > 0
-        Ds = np.where(ok, D, F32(1))
-        this_scale = (sum_w * sum_xl - sum_x * sum_l) / Ds
-        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / Ds
-        pos = this_min > 0
-        this_min = np.where(pos, F32(0), this_min)
-        this_scale = np.where(pos, sum_xl / np.where(ok & pos, sum_l2, F32(1)), this_scale)
-        mad = err(this_scale, this_min, l)
-        better = live & ok & (mad < best)
-        best = np.where(better, mad, best)
-        scale = np.where(better, this_scale, scale)
-        m_best = np.where(better, this_min, m_best)
-        L = np.where(better[:, None], l, L)
-    scale = np.where(flat, F32(0), scale).astype(F32)
-    m_best = np.where(flat, mn, m_best).astype(F32)
-    L = L.astype(np.int32)
-    L[flat] = 0
-    return scale, m_best, L
+def _llama_asym(xb, wl, nmax):
+    """llama.cpp make_qkx3_quants(32, nmax, x, wl, ..., -0.9, 0.05, 36, use_mad=false), in
+    the guarded form (searches.make_qkx) -> (scale, min, L), x ~ scale*L + min."""
+    scale, the_min, L = make_qkx(xb, wl, nmax, -0.9, 0.05, 36, guarded=True)
+    return scale, -the_min, L
 
 
 # ---------------------------------------------------------------- exact evaluation
 
 def _sym_eval(x, w, d, nmax):
     """Stored d16 and nearest-level quants (signed, -nmax..nmax-1) for scale d; error."""
-    d16 = _f16(d)
+    d16 = fp16_round(d, clamp=True)
     ok = d16 != 0
     v = x / np.where(ok, d16, F32(1))[:, None]
     l = np.rint(np.clip(v, -nmax, nmax - 1)).astype(F32)
@@ -211,7 +110,7 @@ def _sym_eval(x, w, d, nmax):
 
 
 def _asym_eval(x, w, d, m, nmax):
-    d16, m16 = _f16(d), _f16(m)
+    d16, m16 = fp16_round(d, clamp=True), fp16_round(m, clamp=True)
     ok = d16 != 0
     v = (x - m16[:, None]) / np.where(ok, d16, F32(1))[:, None]
     l = np.rint(np.clip(v, 0, nmax)).astype(F32)
@@ -230,7 +129,7 @@ def _sym_scan(x, w, nmax, steps):
 
     Sequential sums (C runs the trials side by side, each summed in element order)."""
     fn = F32(nmax)
-    mx = _signed_absmax(x)
+    mx = signed_absmax(x)
     mx = np.where(np.abs(mx) < GROUP_MAX_EPS, F32(1), mx)  # all ~zero: no trial is used
     best_d = np.zeros(x.shape[0], F32)
     best = np.zeros(x.shape[0], F32)
@@ -247,8 +146,8 @@ def _sym_scan(x, w, nmax, steps):
 
 
 def _sym_refit(x, w, l):
-    sumlx = _lane_sum((w * x) * l)
-    suml2 = _lane_sum((w * l) * l)
+    sumlx = lane_sum((w * x) * l, 8)
+    suml2 = lane_sum((w * l) * l, 8)
     return np.where(suml2 > 0, sumlx / np.where(suml2 > 0, suml2, F32(1)), F32(0)).astype(F32)
 
 
@@ -296,15 +195,15 @@ def _quantize_sym(x, imatrix, nmax):
     xb = x.reshape(-1, QK)
     if imatrix is None:
         w = np.ones_like(xb)
-        first = _signed_absmax(xb) / F32(-nmax)          # llama.cpp reference scale
+        first = signed_absmax(xb) / F32(-nmax)          # llama.cpp reference scale
         steps = SYM_STEPS_PLAIN
     else:
-        w = np.broadcast_to(imatrix.reshape(-1, QK), (nrows, n // QK, QK)).reshape(-1, QK)
-        first, _ = make_qx_quants(xb, nmax, _row_weights(x, imatrix))
+        w = block_weights(imatrix, nrows, QK)
+        first, _ = make_qx(xb, _row_weights(x, imatrix), nmax)
         steps = SYM_STEPS
     best = _sym_eval(xb, w, first, nmax)
     if imatrix is not None:
-        best = _keep(best, _sym_eval(xb, w, _signed_absmax(xb) / F32(-nmax), nmax))
+        best = _keep(best, _sym_eval(xb, w, signed_absmax(xb) / F32(-nmax), nmax))
     best = _keep(best, _sym_eval(xb, w, _sym_scan(xb, w, nmax, steps), nmax))
     if imatrix is not None:
         best = _keep(best, _sym_eval(xb, w, _sym_refit(xb, w, best[1]), nmax))
@@ -323,8 +222,8 @@ def _quantize_asym(x, imatrix, nmax):
         first_d, first_m = (mx - mn) / F32(nmax), mn   # llama.cpp reference
         offsets = ASYM_OFFSETS_PLAIN
     else:
-        w = np.broadcast_to(imatrix.reshape(-1, QK), (nrows, n // QK, QK)).reshape(-1, QK)
-        first_d, first_m, _ = make_qkx3_quants(xb, nmax, _row_weights(x, imatrix))
+        w = block_weights(imatrix, nrows, QK)
+        first_d, first_m = _llama_asym(xb, _row_weights(x, imatrix), nmax)[:2]
         rmin, rdelta, nstep = ASYM_SCAN
         offsets = [rmin + rdelta * F32(s) for s in range(nstep + 1)]
     best = _asym_eval(xb, w, first_d, first_m, nmax)
@@ -338,24 +237,6 @@ def _quantize_asym(x, imatrix, nmax):
     return d16, m16, l.astype(np.uint8)
 
 
-def _pack_nibbles(q):
-    """(nb, 32) levels -> (nb, 16): low nibble element j, high nibble element j+16."""
-    return (q[:, :16] & 0xF) | ((q[:, 16:] & 0xF) << 4)
-
-
-def _pack_qh(q):
-    """(nb, 32) 5-bit levels -> (nb, 4) uint32 LE bytes, bit j = bit 4 of element j."""
-    return np.packbits((q >> 4) & 1, axis=1, bitorder="little")
-
-
-def _unpack_nibbles(qs):
-    return np.concatenate([qs & 0xF, qs >> 4], axis=1)
-
-
-def _unpack_qh(qh):
-    return np.unpackbits(qh, axis=1, bitorder="little")
-
-
 # ---------------------------------------------------------------- the four types
 
 class Q4_0(QuantType, qtype=T.Q4_0):
@@ -367,14 +248,14 @@ class Q4_0(QuantType, qtype=T.Q4_0):
     def quantize_rows(cls, x, imatrix=None):
         nrows, n = x.shape
         d, q = _quantize_sym(np.asarray(x, dtype=F32), imatrix, cls.nmax)
-        out = np.concatenate([fp16_bytes(d), _pack_nibbles(q)], axis=1)
+        out = np.concatenate([fp16_bytes(d), pack_fields(q, 4, 16)], axis=1)
         return out.reshape(nrows, cls.row_bytes(n))
 
     @classmethod
     def dequantize_rows(cls, q):
         b = q.reshape(-1, 18)
         d = fp16_value(b[:, :2])
-        lv = _unpack_nibbles(b[:, 2:]).astype(np.int8) - np.int8(8)
+        lv = unpack_fields(b[:, 2:], 4, 16).astype(np.int8) - np.int8(8)
         return (d[:, None] * lv.astype(F32)).reshape(q.shape[0], -1)
 
 
@@ -387,14 +268,14 @@ class Q5_0(QuantType, qtype=T.Q5_0):
     def quantize_rows(cls, x, imatrix=None):
         nrows, n = x.shape
         d, q = _quantize_sym(np.asarray(x, dtype=F32), imatrix, cls.nmax)
-        out = np.concatenate([fp16_bytes(d), _pack_qh(q), _pack_nibbles(q)], axis=1)
+        out = np.concatenate([fp16_bytes(d), pack_fields(q >> 4, 1, 1), pack_fields(q, 4, 16)], axis=1)
         return out.reshape(nrows, cls.row_bytes(n))
 
     @classmethod
     def dequantize_rows(cls, q):
         b = q.reshape(-1, 22)
         d = fp16_value(b[:, :2])
-        lv = (_unpack_nibbles(b[:, 6:]) | (_unpack_qh(b[:, 2:6]) << 4)).astype(np.int8) - np.int8(16)
+        lv = (unpack_fields(b[:, 6:], 4, 16) | (unpack_fields(b[:, 2:6], 1, 1) << 4)).astype(np.int8) - np.int8(16)
         return (d[:, None] * lv.astype(F32)).reshape(q.shape[0], -1)
 
 
@@ -407,14 +288,14 @@ class Q4_1(QuantType, qtype=T.Q4_1):
     def quantize_rows(cls, x, imatrix=None):
         nrows, n = x.shape
         d, m, q = _quantize_asym(np.asarray(x, dtype=F32), imatrix, cls.nmax)
-        out = np.concatenate([fp16_bytes(d), fp16_bytes(m), _pack_nibbles(q)], axis=1)
+        out = np.concatenate([fp16_bytes(d), fp16_bytes(m), pack_fields(q, 4, 16)], axis=1)
         return out.reshape(nrows, cls.row_bytes(n))
 
     @classmethod
     def dequantize_rows(cls, q):
         b = q.reshape(-1, 20)
         d, m = fp16_value(b[:, :2]), fp16_value(b[:, 2:4])
-        lv = _unpack_nibbles(b[:, 4:]).astype(F32)
+        lv = unpack_fields(b[:, 4:], 4, 16).astype(F32)
         return (d[:, None] * lv + m[:, None]).reshape(q.shape[0], -1)
 
 
@@ -427,14 +308,14 @@ class Q5_1(QuantType, qtype=T.Q5_1):
     def quantize_rows(cls, x, imatrix=None):
         nrows, n = x.shape
         d, m, q = _quantize_asym(np.asarray(x, dtype=F32), imatrix, cls.nmax)
-        out = np.concatenate([fp16_bytes(d), fp16_bytes(m), _pack_qh(q), _pack_nibbles(q)], axis=1)
+        out = np.concatenate([fp16_bytes(d), fp16_bytes(m), pack_fields(q >> 4, 1, 1), pack_fields(q, 4, 16)], axis=1)
         return out.reshape(nrows, cls.row_bytes(n))
 
     @classmethod
     def dequantize_rows(cls, q):
         b = q.reshape(-1, 24)
         d, m = fp16_value(b[:, :2]), fp16_value(b[:, 2:4])
-        lv = (_unpack_nibbles(b[:, 8:]) | (_unpack_qh(b[:, 4:8]) << 4)).astype(F32)
+        lv = (unpack_fields(b[:, 8:], 4, 16) | (unpack_fields(b[:, 4:8], 1, 1) << 4)).astype(F32)
         return (d[:, None] * lv + m[:, None]).reshape(q.shape[0], -1)
 
 
@@ -453,7 +334,7 @@ def llama_rows(qtype, x, imatrix=None):
     sym = t in (Q4_0, Q5_0)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if imatrix is None and sym:
-            d = _signed_absmax(xb) / F32(-nmax)
+            d = signed_absmax(xb) / F32(-nmax)
             inv = safe_inv(d)
             q = np.minimum(np.trunc(xb * inv[:, None] + F32(nmax + 0.5)), 2 * nmax - 1).astype(np.uint8)
             m = None
@@ -464,13 +345,13 @@ def llama_rows(qtype, x, imatrix=None):
             q = np.trunc((xb - m[:, None]) * inv[:, None] + F32(0.5))
             q = (np.minimum(q, 15) if nmax == 15 else q).astype(np.uint8)
         elif sym:
-            d, q = make_qx_quants(xb, nmax, _row_weights(x, imatrix))
+            d, q = make_qx(xb, _row_weights(x, imatrix), nmax)
             q, m = q.astype(np.uint8), None
         else:
-            d, m, q = make_qkx3_quants(xb, nmax, _row_weights(x, imatrix))
+            d, m, q = _llama_asym(xb, _row_weights(x, imatrix), nmax)
             q = q.astype(np.uint8)
         parts = [fp16_bytes(d)] + ([fp16_bytes(m)] if m is not None else [])
     if nmax >= 16:
-        parts.append(_pack_qh(q))
-    parts.append(_pack_nibbles(q))
+        parts.append(pack_fields(q >> 4, 1, 1))
+    parts.append(pack_fields(q, 4, 16))
     return np.concatenate(parts, axis=1).reshape(nrows, t.row_bytes(n))

@@ -1,7 +1,7 @@
 """Q6_K: 256-element super-blocks of 16 sub-blocks of 16; x = d * sc[j] * (q - 32).
 
 Layout (210 bytes): ql[128], qh[64], int8 scales[16], fp16 d. Mirrors native/q6_k.c byte
-for byte (see base.py for the rules).
+for byte (see primitives.py for the rules).
 
 The quantizer starts from llama.cpp's exact result (make_qx_quants(16, 32) per sub-block
 with weights x^2, or the imatrix itself; the sub-block scales go to int8 with
@@ -16,25 +16,24 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from .base import F32, QuantType, fp16_value
-from .legacy import GROUP_MAX_EPS, _f16, _lane_sum, make_qx_quants
+from .base import QuantType
+from .primitives import (F32, GROUP_MAX_EPS, QK_K, block_weights, fp16_round, fp16_value, lane_sum,
+                         pack_fields, signed_absmax, unpack_fields)
+from .searches import make_qx
 
-QK_K = 256
 SCALE_TWEAKS = (-1, 1, -2, 2, -3, 3, -4, 4)  # int8 scale offsets tried after llama.cpp's (C: same)
 
 
 def _llama_scales(sub, qw):
     """sub (nb*16, 16) -> (d16 (nb,), sc (nb, 16) int32, L (nb*16, 16) 0..63, zero (nb,))."""
     w = sub * sub if qw is None else qw
-    scales, L = make_qx_quants(sub, 32, w)
+    scales, L = make_qx(sub, w, 32)
     scales = scales.reshape(-1, 16)
-    nb = scales.shape[0]
-    idx = np.argmax(np.abs(scales), axis=1)               # first of the largest (C: `>`)
-    max_scale = scales[np.arange(nb), idx]
+    max_scale = signed_absmax(scales)
     zero = np.abs(max_scale) < GROUP_MAX_EPS
     max_scale = np.where(zero, F32(1), max_scale)
     iscale = F32(-128) / max_scale
-    d16 = _f16(F32(1) / iscale)
+    d16 = fp16_round(F32(1) / iscale, clamp=True)
     sc = np.minimum(127, np.rint(iscale[:, None] * scales)).astype(np.int32)
     d16[zero] = 0
     sc[zero] = 0
@@ -49,7 +48,7 @@ def _eval(sub, wm, dsub, Lqx):
     L[~ok] = Lqx[~ok]
     xh = dsub[:, None] * np.where(ok[:, None], L - 32, 0).astype(F32)
     diff = sub - xh
-    return L, _lane_sum(wm * (diff * diff))
+    return L, lane_sum(wm * (diff * diff), 8)
 
 
 def quantize_blocks(blocks, imatrix_blocks):
@@ -78,13 +77,8 @@ def quantize_blocks(blocks, imatrix_blocks):
 def _pack(L, sc, d16):
     nb = L.shape[0]
     out = np.zeros((nb, 210), np.uint8)
-    Lh = L.reshape(nb, 2, 4, 32)                         # (nb, half, quarter, 32)
-    lo = (Lh & 0xF).astype(np.uint8)
-    hi = (Lh >> 4).astype(np.uint8)
-    ql = np.concatenate([lo[:, :, 0] | (lo[:, :, 2] << 4), lo[:, :, 1] | (lo[:, :, 3] << 4)], axis=2)
-    qh = hi[:, :, 0] | (hi[:, :, 1] << 2) | (hi[:, :, 2] << 4) | (hi[:, :, 3] << 6)
-    out[:, :128] = ql.reshape(nb, 128)
-    out[:, 128:192] = qh.reshape(nb, 64)
+    out[:, :128] = pack_fields(L, 4, 64)                  # low 4 bits
+    out[:, 128:192] = pack_fields(L >> 4, 2, 32)          # high 2 bits
     out[:, 192:208] = sc.astype(np.int8).view(np.uint8)
     out[:, 208:210] = d16.astype("<f2").reshape(nb, 1).view(np.uint8)
     return out
@@ -99,19 +93,15 @@ class Q6_K(QuantType, qtype=T.Q6_K):
         blocks = np.asarray(x, dtype=F32).reshape(-1, QK_K)
         im = None
         if imatrix is not None:
-            im = np.broadcast_to(np.asarray(imatrix, F32).reshape(-1, QK_K),
-                                 (nrows, n // QK_K, QK_K)).reshape(-1, QK_K)
+            im = block_weights(imatrix, nrows, QK_K)
         return quantize_blocks(blocks, im).reshape(nrows, cls.row_bytes(n))
 
     @classmethod
     def dequantize_rows(cls, q):
         b = q.reshape(-1, 210)
         nb = b.shape[0]
-        ql = b[:, :128].reshape(nb, 2, 1, 64) >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1)
-        ql = (ql & 0xF).reshape(nb, 2, 4, 32)
-        qh = b[:, 128:192].reshape(nb, 2, 1, 32) >> np.array([0, 2, 4, 6], np.uint8).reshape(1, 1, 4, 1)
-        qh = qh & 3
-        lv = (ql | (qh << 4)).astype(np.int8) - np.int8(32)   # (nb, 2, 4, 32)
+        lv = (unpack_fields(b[:, :128], 4, 64) | (unpack_fields(b[:, 128:192], 2, 32) << 4))
+        lv = lv.astype(np.int8) - np.int8(32)                 # (nb, 256)
         sc = b[:, 192:208].view(np.int8).astype(F32)
         d = fp16_value(b[:, 208:210])
         ds = (d[:, None] * sc).reshape(nb, 16, 1)
@@ -126,8 +116,7 @@ def llama_rows(x, imatrix=None):
     sub = blocks.reshape(-1, 16)
     qw = None
     if imatrix is not None:
-        qw = np.broadcast_to(np.asarray(imatrix, F32).reshape(-1, QK_K),
-                             (nrows, n // QK_K, QK_K)).reshape(-1, 16)
+        qw = block_weights(imatrix, nrows, QK_K).reshape(-1, 16)
     d16, sc, Lqx, zero = _llama_scales(sub, qw)
     dsub = np.repeat(d16, 16) * sc.reshape(-1).astype(F32)
     L, _ = _eval(sub, np.ones_like(sub), dsub, Lqx)
