@@ -18,6 +18,10 @@
 
 #define GGQ_NOT_IMPLEMENTED (-2)
 
+#define GGQ_QK_K 256               /* values per K-type super-block (gguf: QK_K) */
+#define GGQ_GROUP_MAX_EPS 1e-15f   /* llama.cpp: a block whose largest |x| is below is zero */
+#define GGQ_RINT_MAGIC 12582912.0f /* 1.5 * 2^23: (v + MAGIC) rounds |v| < 2^22 half to even */
+
 /* Force inlining: with GCC target_clones/target("avx2") callers, a plain static inline helper
  * is not inlined into the clone and each call costs far more than the work it does. */
 #if defined(__GNUC__)
@@ -26,9 +30,10 @@
 #define GGQ_INLINE static inline
 #endif
 
-/* round half to even for |x| < 2^22 (llama.cpp's nearest_int trick) */
+/* llama.cpp's nearest_int: round half to even for |x| < 2^22 through the 1.5*2^23 trick
+ * (numpy: primitives.nint, the same integers for any input) */
 GGQ_INLINE int ggq_nearest_int(float fval) {
-    float val = fval + 12582912.f;
+    float val = fval + GGQ_RINT_MAGIC;
     int i;
     memcpy(&i, &val, sizeof(int));
     return (i & 0x007fffff) - 0x00400000;
@@ -90,20 +95,77 @@ GGQ_INLINE float ggq_load_fp16(const uint8_t *p) {
     return ggq_fp16_to_fp32((uint16_t)(p[0] | (p[1] << 8)));
 }
 
-/* fp16 round trip with the value clamped to the finite fp16 range first (store in *bits) */
+/* the float32 value an fp16 store then load gives back (numpy: primitives.fp16_round) */
+GGQ_INLINE float ggq_fp16_round(float v) { return ggq_fp16_to_fp32(ggq_fp32_to_fp16(v)); }
+
+/* fp16 round trip with the value clamped to the finite fp16 range first, so that a stored
+ * scale never becomes inf (numpy: fp16_round(v, clamp=True)); the bits go to *bits unless
+ * bits is NULL. NaN stays NaN. */
 GGQ_INLINE float ggq_f16_round_clamped(float v, uint16_t *bits) {
     if (v > 65504.0f) v = 65504.0f;
     if (v < -65504.0f) v = -65504.0f;
-    *bits = ggq_fp32_to_fp16(v);
-    return ggq_fp16_to_fp32(*bits);
+    const uint16_t h = ggq_fp32_to_fp16(v);
+    if (bits) *bits = h;
+    return ggq_fp16_to_fp32(h);
 }
 
-/* round half to even as a float (|v| <= 2^22), == np.rint == llama.cpp nearest_int */
-GGQ_INLINE float ggq_rint_f(float v) { return (v + 12582912.0f) - 12582912.0f; }
+/* little-endian stores */
+GGQ_INLINE void ggq_put16(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)(v & 0xff);
+    p[1] = (uint8_t)(v >> 8);
+}
 
+GGQ_INLINE void ggq_put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+/* round half to even as a float (|v| <= 2^22), == np.rint == llama.cpp nearest_int
+ * (numpy: primitives.rint_f) */
+GGQ_INLINE float ggq_rint_f(float v) { return (v + GGQ_RINT_MAGIC) - GGQ_RINT_MAGIC; }
+
+/* v > lo ? v : lo, then v < hi ? v : hi: the two selects maxps/minps compute, so loops using
+ * it vectorize; NaN -> lo (numpy: the clamp in primitives.clamp_rint) */
 GGQ_INLINE float ggq_clampf(float v, float lo, float hi) {
     v = v > lo ? v : lo;
     return v < hi ? v : hi;
+}
+
+/* llama.cpp's nearest_int(v) clamped to [lo, hi], written so that the compiler vectorizes it */
+GGQ_INLINE int ggq_nearest_int_clamped(float v, int lo, int hi) {
+    int l = ggq_nearest_int(v);
+    l = l < lo ? lo : l;
+    return l > hi ? hi : l;
+}
+
+GGQ_INLINE int ggq_clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/* 1/v, or 0 for v == 0 */
+GGQ_INLINE float ggq_inv_or_0(float v) { return v != 0.0f ? 1.0f / v : 0.0f; }
+
+/* the value of the first element with the largest |x| (strict `>` from x[0]; numpy:
+ * primitives.signed_absmax); *amax gets its |x| unless amax is NULL */
+GGQ_INLINE float ggq_signed_absmax(const float *x, int n, float *amax) {
+    float a = fabsf(x[0]), max = x[0];
+    for (int i = 1; i < n; i++) {
+        const float ax = fabsf(x[i]);
+        if (ax > a) {
+            a = ax;
+            max = x[i];
+        }
+    }
+    if (amax) *amax = a;
+    return max;
+}
+
+/* Our own sums run in interleaved lanes (element j into lane j % k, summed in order) so that
+ * the loops vectorize; the lanes are then combined pairwise (numpy: primitives.lane_sum). */
+GGQ_INLINE float ggq_lanes4(const float *a) { return (a[0] + a[1]) + (a[2] + a[3]); }
+
+GGQ_INLINE float ggq_lanes8(const float *a) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
 #endif

@@ -5,6 +5,7 @@
  * int8 scales sc-4..sc+4 are tried and the lowest error sum(w*(x - x_hat)^2) kept
  * (llama.cpp's first among equals). Candidate errors add in 8 lanes (lane_sum16). */
 #include "ggq.h"
+#include "ggq_search.h"
 
 /* Let GCC vectorize the clamp selects: FP exception flags are never inspected here, and
  * values are unaffected (IEEE results do not depend on trapping assumptions). */
@@ -12,8 +13,7 @@
 #pragma GCC optimize("no-trapping-math")
 #endif
 
-#define QK_K 256
-#define GROUP_MAX_EPS 1e-15f
+#define QK_K GGQ_QK_K
 
 /* must match q6_k.py SCALE_TWEAKS */
 static const int scale_tweaks[] = {-1, 1, -2, 2, -3, 3, -4, 4};
@@ -24,53 +24,7 @@ static const int scale_tweaks[] = {-1, 1, -2, 2, -3, 3, -4, 4};
 static inline float lane_sum16(const float *restrict e) {
     float a[8];
     for (int k = 0; k < 8; k++) a[k] = (0.0f + e[k]) + e[k + 8];
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-}
-
-/* llama.cpp make_qx_quants(16, 32, x, L, rmse_type=1, w); L in 0..63.
- * Its 19 trials (iscale = -32/max, then -(32 + 0.1*is)/max, is = -9..9 but 0) are
- * computed side by side, [element][trial], so the compiler vectorizes across trials;
- * each trial's sums still run sequentially over the elements, as in llama.cpp. */
-#define NT 20 /* 19 trials + 1 pad */
-static float make_qx_16(const float *restrict x, const float *restrict w, uint8_t *restrict L) {
-    float amax = fabsf(x[0]), max = x[0];
-    for (int i = 1; i < 16; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
-    }
-    if (amax < GROUP_MAX_EPS) {
-        memset(L, 0, 16);
-        return 0.0f;
-    }
-    float iscale[NT], lt[16][NT], sa[NT], sb[NT];
-    iscale[0] = -32.0f / max;
-    for (int t = 1; t < 19; t++) {
-        const int is = t <= 9 ? t - 10 : t - 9;
-        iscale[t] = -(0.1f * (float)is + 32.0f) / max;
-    }
-    iscale[19] = iscale[0];
-    for (int t = 0; t < NT; t++) sa[t] = sb[t] = 0.0f;
-    for (int i = 0; i < 16; i++) {
-        const float wx = w[i] * x[i];
-        for (int t = 0; t < NT; t++) {
-            const float l = ggq_clampf(ggq_rint_f(iscale[t] * x[i]), -32.0f, 31.0f);
-            lt[i][t] = l;
-            sa[t] += wx * l;
-            sb[t] += (w[i] * l) * l;
-        }
-    }
-    int tb = 0;
-    float scale = sb[0] != 0.0f ? sa[0] / sb[0] : 0.0f;
-    float best = scale * sa[0];
-    for (int t = 1; t < 19; t++) {
-        if (sb[t] > 0.0f && sa[t] * sa[t] > best * sb[t]) {
-            scale = sa[t] / sb[t];
-            best = scale * sa[t];
-            tb = t;
-        }
-    }
-    for (int i = 0; i < 16; i++) L[i] = (uint8_t)(int)(lt[i][tb] + 32.0f);
-    return scale;
+    return ggq_lanes8(a);
 }
 
 /* levels for sub-block scale dsub (fallback Lqx when dsub == 0); returns the error */
@@ -107,14 +61,11 @@ static void quantize_block(const float *restrict x, const float *restrict qw,
             for (int i = 0; i < 16; i++) w2[i] = xs[i] * xs[i];
             w = w2;
         }
-        scales[ib] = make_qx_16(xs, w, Lqx + 16 * ib);
+        scales[ib] = ggq_make_qx(16, 32, xs, w, Lqx + 16 * ib);
     }
-    float max_abs = fabsf(scales[0]), max_scale = scales[0];
-    for (int ib = 1; ib < 16; ib++) {
-        float a = fabsf(scales[ib]);
-        if (a > max_abs) { max_abs = a; max_scale = scales[ib]; }
-    }
-    if (max_abs < GROUP_MAX_EPS) {
+    float max_abs;
+    const float max_scale = ggq_signed_absmax(scales, 16, &max_abs);
+    if (max_abs < GGQ_GROUP_MAX_EPS) {
         memset(y, 0, 210);
         return;
     }
@@ -155,8 +106,7 @@ static void quantize_block(const float *restrict x, const float *restrict qw,
         }
     }
     memcpy(y + 192, sc, 16);
-    y[208] = (uint8_t)(dbits & 0xff);
-    y[209] = (uint8_t)(dbits >> 8);
+    ggq_put16(y + 208, dbits);
 }
 
 int ggq_quantize_q6_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,

@@ -14,7 +14,7 @@ int ggq_quantize_q8_0(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_r
             if (v > amax) amax = v;
         }
         const float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        float id = ggq_inv_or_0(d);
         if (!isfinite(id)) id = 0.0f; /* subnormal d: 1/d overflows; fp16(d) is 0 anyway */
         ggq_store_fp16(yb, d);
         for (int j = 0; j < 32; j++) {

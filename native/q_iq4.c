@@ -9,7 +9,6 @@
 /* MID2[i] = KV[i-1] + KV[i]: value a picks index i once 2a reaches it (MID2[0] unused) */
 static const float MID2[16] = {0.f,  -231.f, -187.f, -148.f, -114.f, -84.f, -57.f, -32.f,
                                -9.f, 14.f,   38.f,   63.f,   91.f,   122.f, 158.f, 202.f};
-#define GROUP_MAX_EPS 1e-15f
 /* trials k: inverse scale k / max (numpy LLAMA_TRIALS, EXTRA_TRIALS) */
 #define N_LLAMA 15
 #define N_EXTRA 19
@@ -55,18 +54,8 @@ static inline float best_value(float a) {
     return v;
 }
 
-static inline float safe_inv(float d) { return d != 0.0f ? 1.0f / d : 0.0f; }
-
-static inline float fp16_round(float v) { return ggq_fp16_to_fp32(ggq_fp32_to_fp16(v)); }
-
-/* fp16_round with |v| clamped to the largest finite fp16 (numpy fp16_sat) */
-static inline float fp16_sat(float v) {
-    return fp16_round(v > 65504.0f ? 65504.0f : (v < -65504.0f ? -65504.0f : v));
-}
-
-/* our own sums (numpy lane_sum): lane k adds elements j = k mod 4 in order, then
- * (l0 + l1) + (l2 + l3). Four short chains instead of one long one; vectorizes. */
-static inline float lanes_total(const float *a) { return (a[0] + a[1]) + (a[2] + a[3]); }
+/* our own sums run in 4 lanes (ggq_lanes4; numpy: lane_sum): four short chains instead of
+ * one long one; vectorizes. */
 
 /* sum(wm*(x - step*q)^2) over 32 values; NaN (inf * 0 weight) -> inf */
 static float err_q(const float *xb, const float *wm, float step, const float *q) {
@@ -77,7 +66,7 @@ static float err_q(const float *xb, const float *wm, float step, const float *q)
             acc[k] += wm[j + k] * e * e;
         }
     }
-    const float err = lanes_total(acc);
+    const float err = ggq_lanes4(acc);
     return err != err ? INFINITY : err;
 }
 
@@ -90,7 +79,7 @@ static inline void block_values(const float *xb, float id, float *q) {
 
 /* nearest table values for the dequantized scale `step`, returns their error */
 static float block_pick(const float *xb, const float *wm, float step, float *q) {
-    block_values(xb, safe_inv(step), q);
+    block_values(xb, ggq_inv_or_0(step), q);
     return err_q(xb, wm, step, q);
 }
 
@@ -104,22 +93,16 @@ static float block_refit(const float *xb, const float *wm, const float *qv) {
             a2[k] += wq * q;
         }
     }
-    const float sumqx = lanes_total(ax), sumq2 = lanes_total(a2);
+    const float sumqx = ggq_lanes4(ax), sumq2 = ggq_lanes4(a2);
     return sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
 }
 
 /* llama.cpp's scale (its 16 trials under wl) and the best least-squares scale under wm */
 static void block_search(const float *xb, const float *wl, const float *wm, float *d_ll,
                          float *d_m) {
-    float amax = 0.0f, mx = 0.0f;
-    for (int j = 0; j < 32; j++) {
-        const float ax = fabsf(xb[j]);
-        if (ax > amax) {
-            amax = ax;
-            mx = xb[j];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
+    float amax;
+    const float mx = ggq_signed_absmax(xb, 32, &amax);
+    if (amax < GGQ_GROUP_MAX_EPS) {
         *d_ll = 0.0f;
         *d_m = 0.0f;
         return;
@@ -131,7 +114,7 @@ static void block_search(const float *xb, const float *wl, const float *wm, floa
         float id;
         if (t < 0) {
             const float d0 = -mx / -127.0f;
-            id = safe_inv(d0);
+            id = ggq_inv_or_0(d0);
         } else {
             id = (float)TRIALS[t] / mx;
         }
@@ -158,7 +141,7 @@ static void block_search(const float *xb, const float *wl, const float *wm, floa
                 a2[k] += wm[j + k] * q[j + k] * q[j + k];
             }
         }
-        const float mqx = lanes_total(ax), mq2 = lanes_total(a2);
+        const float mqx = ggq_lanes4(ax), mq2 = ggq_lanes4(a2);
         if (t < 0) {
             dm = mq2 > 0.0f ? mqx / mq2 : 0.0f;
             bestm = dm * mqx;
@@ -203,18 +186,18 @@ int ggq_quantize_iq4_nl(const float *x, uint8_t *y, int64_t nrows, int64_t n_per
             float d_ll, d_m;
             block_search(xb, wl, wm, &d_ll, &d_m);
             /* 0: llama.cpp's bytes (indices from the unrounded scale) */
-            const float s0 = fp16_round(d_ll);
-            block_values(xb, safe_inv(d_ll), Q[0]);
+            const float s0 = ggq_fp16_round(d_ll);
+            block_values(xb, ggq_inv_or_0(d_ll), Q[0]);
             float s[4];
             float e[4];
             s[0] = s0;
             e[0] = err_q(xb, wm, s0, Q[0]);
             /* 1: same scale, indices for the rounded one; 2: best wm scale; 3: 2 refitted */
-            s[1] = fp16_sat(d_ll);
+            s[1] = ggq_f16_round_clamped(d_ll, NULL);
             e[1] = block_pick(xb, wm, s[1], Q[1]);
-            s[2] = fp16_sat(d_m);
+            s[2] = ggq_f16_round_clamped(d_m, NULL);
             e[2] = block_pick(xb, wm, s[2], Q[2]);
-            s[3] = fp16_sat(block_refit(xb, wm, Q[2]));
+            s[3] = ggq_f16_round_clamped(block_refit(xb, wm, Q[2]), NULL);
             e[3] = block_pick(xb, wm, s[3], Q[3]);
             int k = 0;
             for (int c = 1; c < 4; c++)
@@ -236,24 +219,15 @@ typedef struct {
     float total;
 } xs_cand;
 
-static inline int clamp_l(int l) { return l < -32 ? -32 : (l > 31 ? 31 : l); }
-
 static int sub_l(float d, float scale) {
-    float v = safe_inv(d) * scale;
-    v = v < -40.0f ? -40.0f : (v > 40.0f ? 40.0f : v);
-    return clamp_l(ggq_nearest_int(v));
+    float v = ggq_inv_or_0(d) * scale;
+    v = v < -40.0f ? -40.0f : (v > 40.0f ? 40.0f : v); /* np.clip: NaN stays NaN (-> 0) */
+    return ggq_clampi(ggq_nearest_int(v), -32, 31);
 }
 
 /* d = max_scale/div (div < 0: -max_scale/-div), max_scale = the scale of largest |.| */
 static float super_scale(const float *scales, int div) {
-    float amax = 0.0f, mx = 0.0f;
-    for (int ib = 0; ib < 8; ib++) {
-        const float a = fabsf(scales[ib]);
-        if (a > amax) {
-            amax = a;
-            mx = scales[ib];
-        }
-    }
+    const float mx = ggq_signed_absmax(scales, 8, NULL);
     return div > 0 ? mx / (float)div : -mx / (float)(-div);
 }
 
@@ -272,7 +246,7 @@ static void xs_choose(const float *xs, const float *wm, xs_cand *c, int have_opt
         for (int b = 0; b < nbases; b++) {
             for (int di = 0; di < ndeltas[b]; di++) {
                 const int delta = ndeltas[b] == 1 ? 0 : di - 1;
-                const int lc = clamp_l(bases[b][ib] + delta);
+                const int lc = ggq_clampi(bases[b][ib] + delta, -32, 31);
                 int dup = 0;
                 for (int t = 0; t < ntried; t++) dup |= tried[t] == lc;
                 if (dup) continue; /* same option again: same error, the first one wins */
@@ -303,8 +277,7 @@ static void xs_pack(const xs_cand *c, uint8_t *yb) {
         else
             yb[4 + ib / 2] |= (uint8_t)((u & 0x0F) << 4);
     }
-    yb[2] = (uint8_t)(sh & 0xff);
-    yb[3] = (uint8_t)(sh >> 8);
+    ggq_put16(yb + 2, sh);
     for (int ib = 0; ib < 8; ib++) pack_nibbles(c->q + ib * 32, yb + 8 + ib * 16);
 }
 
@@ -330,11 +303,11 @@ int ggq_quantize_iq4_xs(const float *x, uint8_t *y, int64_t nrows, int64_t n_per
             int bases[2][8];
             xs_cand *c = &cand[0];
             const float d = super_scale(d_ll, -32);
-            c->s = fp16_sat(d);
+            c->s = ggq_f16_round_clamped(d, NULL);
             for (int ib = 0; ib < 8; ib++) {
                 const int l = sub_l(d, d_ll[ib]);
                 const float *xb = xs + ib * 32;
-                block_values(xb, safe_inv(d * (float)l), c->q + ib * 32);
+                block_values(xb, ggq_inv_or_0(d * (float)l), c->q + ib * 32);
                 c->l[ib] = l;
                 c->err[ib] = err_q(xb, wm + ib * 32, c->s * (float)l, c->q + ib * 32);
                 bases[0][ib] = l;
@@ -346,7 +319,7 @@ int ggq_quantize_iq4_xs(const float *x, uint8_t *y, int64_t nrows, int64_t n_per
             for (int v = 0; v < 2; v++) {
                 c = &cand[1 + v];
                 const float dv = super_scale(d_m, v == 0 ? -32 : 31);
-                c->s = fp16_sat(dv);
+                c->s = ggq_f16_round_clamped(dv, NULL);
                 for (int ib = 0; ib < 8; ib++) bases[0][ib] = sub_l(dv, d_m[ib]);
                 xs_choose(xs, wm, c, 0, 1, (const int(*)[8])bases, NDELTA_BC);
             }
@@ -366,10 +339,10 @@ int ggq_quantize_iq4_xs(const float *x, uint8_t *y, int64_t nrows, int64_t n_per
                         a2[m] += wq * q;
                     }
                 }
-                const float sumqx = lanes_total(ax), sumq2 = lanes_total(a2);
+                const float sumqx = ggq_lanes4(ax), sumq2 = ggq_lanes4(a2);
                 const float dr = sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
                 c = &cand[3];
-                c->s = fp16_sat(dr);
+                c->s = ggq_f16_round_clamped(dr, NULL);
                 for (int ib = 0; ib < 8; ib++) {
                     bases[0][ib] = bst->l[ib];
                     bases[1][ib] = sub_l(dr, d_m[ib]);

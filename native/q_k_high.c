@@ -9,11 +9,11 @@
  * independent lanes (the compiler vectorizes it) while each lane's sums stay sequential,
  * exactly as in the numpy reference. */
 #include "ggq.h"
+#include "ggq_search.h"
 
-#define QK_K 256
+#define QK_K GGQ_QK_K
 #define NSB 4
 #define NL (8 * NSB)
-#define MAGIC 12582912.0f
 
 /* The lane loops below vectorize at -O2; on x86-64 Linux with GCC also build an AVX2 clone of
  * the hot functions, picked at load time (same float operations, so the same bytes). */
@@ -30,20 +30,6 @@ typedef struct {
     uint8_t packed[NSB][12];
     float q[32][NL];
 } kres_t;
-
-static inline int nint_bits(float f) {
-    float v = f + MAGIC;
-    int32_t i;
-    memcpy(&i, &v, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
-}
-
-/* clamp to 0..nmax as float; two plain selects so that loops using it vectorize */
-static inline float clampf_int(int l, int nmax) {
-    l = l < 0 ? 0 : l;
-    l = l > nmax ? nmax : l;
-    return (float)l;
-}
 
 /* ------------------------------------------------------------ llama.cpp's searches */
 
@@ -85,7 +71,7 @@ GGQ_HOT static void make_qkx_lanes(const float x[32][NL], const float w[32][NL],
     for (int j = 0; j < NL; j++) {
         float e = 0.0f;
         for (int i = 0; i < 32; i++) {
-            float l = clampf_int(nint_bits(isc[j] * (x[i][j] - mn[j])), nmax);
+            float l = (float)ggq_nearest_int_clamped(isc[j] * (x[i][j] - mn[j]), 0, nmax);
             float diff = scale[j] * l + mn[j] - x[i][j];
             e += w[i][j] * (diff * diff);
         }
@@ -99,7 +85,7 @@ GGQ_HOT static void make_qkx_lanes(const float x[32][NL], const float w[32][NL],
         for (int j = 0; j < NL; j++) {
             float sl = 0.0f, sl2 = 0.0f, sxl = 0.0f;
             for (int i = 0; i < 32; i++) {
-                float l = clampf_int(nint_bits(isc[j] * (x[i][j] - mn[j])), nmax);
+                float l = (float)ggq_nearest_int_clamped(isc[j] * (x[i][j] - mn[j]), 0, nmax);
                 La[i][j] = l;
                 float wl = w[i][j] * l;
                 sl += wl;
@@ -142,7 +128,7 @@ GGQ_HOT static void make_qkx_lanes(const float x[32][NL], const float w[32][NL],
     }
     for (int i = 0; i < 32; i++)
         for (int j = 0; j < NL; j++)
-            L[i][j] = clampf_int(nint_bits(isc_best[j] * (x[i][j] - mn_best[j])), nmax);
+            L[i][j] = (float)ggq_nearest_int_clamped(isc_best[j] * (x[i][j] - mn_best[j]), 0, nmax);
     /* max == min: llama.cpp returns scale 0 and L = 0 before searching (no candidate can
      * have been taken above: every l rounds to 0 there, so D == 0) */
     for (int j = 0; j < NL; j++) {
@@ -152,73 +138,6 @@ GGQ_HOT static void make_qkx_lanes(const float x[32][NL], const float w[32][NL],
     for (int i = 0; i < 32; i++)
         for (int j = 0; j < NL; j++)
             L[i][j] = flat[j] ? 0.0f : L[i][j];
-}
-
-/* make_qp_quants(8, 63, x, L, qw): L holds what llama.cpp's uint8 array holds (0..255). */
-static float make_qp8(const float *x, int *L, const float *qw) {
-    const int n = 8, nmax = 63;
-    float max = 0.0f;
-    for (int i = 0; i < n; i++) max = max > x[i] ? max : x[i];
-    if (max < 1e-15f) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        return 0.0f;
-    }
-    float iscale = (float)nmax / max;
-    for (int i = 0; i < n; i++) L[i] = nint_bits(iscale * x[i]) & 0xFF;
-    float scale = 1.0f / iscale;
-    float best_mse = 0.0f;
-    for (int i = 0; i < n; i++) {
-        float diff = x[i] - scale * (float)L[i];
-        best_mse += qw[i] * diff * diff;
-    }
-    for (int is = -4; is <= 4; is++) {
-        if (is == 0) continue;
-        float iscale_is = (0.1f * (float)is + (float)nmax) / max;
-        float scale_is = 1.0f / iscale_is;
-        float mse = 0.0f;
-        for (int i = 0; i < n; i++) {
-            int l = nint_bits(iscale_is * x[i]);
-            l = l < nmax ? l : nmax;
-            float diff = x[i] - scale_is * (float)l;
-            mse += qw[i] * diff * diff;
-        }
-        if (mse < best_mse) {
-            best_mse = mse;
-            iscale = iscale_is;
-        }
-    }
-    float sumlx = 0.0f, suml2 = 0.0f;
-    for (int i = 0; i < n; i++) {
-        int l = nint_bits(iscale * x[i]);
-        l = l < nmax ? l : nmax;
-        L[i] = l & 0xFF;
-        sumlx += qw[i] * x[i] * (float)l;
-        suml2 += qw[i] * (float)l * (float)l;
-    }
-    for (int itry = 0; itry < 5; itry++) {
-        int n_changed = 0;
-        for (int i = 0; i < n; i++) {
-            float w = qw[i];
-            float slx = sumlx - w * x[i] * (float)L[i];
-            float sl2 = suml2 - w * (float)L[i] * (float)L[i];
-            if (slx > 0 && sl2 > 0) {
-                int new_l = nint_bits(x[i] * sl2 / slx);
-                new_l = new_l < nmax ? new_l : nmax;
-                if (new_l != L[i]) {
-                    slx += w * x[i] * (float)new_l;
-                    sl2 += w * (float)new_l * (float)new_l;
-                    if (slx * slx * suml2 > sumlx * sumlx * sl2) {
-                        L[i] = new_l & 0xFF;
-                        sumlx = slx;
-                        suml2 = sl2;
-                        n_changed++;
-                    }
-                }
-            }
-        }
-        if (!n_changed) break;
-    }
-    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
 /* ------------------------------------------------------------ packing */
@@ -247,8 +166,6 @@ static void unpack_scales(const uint8_t *s, int *sc, int *m) {
     }
 }
 
-static inline float fp16_round(float f) { return ggq_fp16_to_fp32(ggq_fp32_to_fp16(f)); }
-
 /* ------------------------------------------------------------ stage 1 */
 
 /* shared tail of both llama.cpp paths: pack, fp16 d/dmin, requantize with what is stored */
@@ -258,8 +175,8 @@ static void finish_stage1(const float x[32][NL], int nmax, const float *dsrc, co
     for (int b = 0; b < NSB; b++) {
         pack_scales(ls + 8 * b, lm + 8 * b, r->packed[b]);
         unpack_scales(r->packed[b], r->sc + 8 * b, r->m + 8 * b);
-        r->d[b] = fp16_round(dsrc[b]);
-        r->dmin[b] = fp16_round(msrc[b]);
+        r->d[b] = ggq_fp16_round(dsrc[b]);
+        r->dmin[b] = ggq_fp16_round(msrc[b]);
     }
     for (int j = 0; j < NL; j++) {
         d[j] = r->d[j / 8] * (float)r->sc[j];
@@ -267,7 +184,7 @@ static void finish_stage1(const float x[32][NL], int nmax, const float *dsrc, co
     }
     for (int i = 0; i < 32; i++) {
         for (int j = 0; j < NL; j++) {
-            float q = clampf_int(nint_bits((x[i][j] + dm[j]) / d[j]), nmax);
+            float q = (float)ggq_nearest_int_clamped((x[i][j] + dm[j]) / d[j], 0, nmax);
             r->q[i][j] = d[j] != 0 ? q : L[i][j];
         }
     }
@@ -297,8 +214,8 @@ static void stage1_ref(const float x[32][NL], int nmax, float rmin, float rdelta
         float inv_scale = max_scale[b] > 0 ? 63.0f / max_scale[b] : 0.0f;
         float inv_min = max_min[b] > 0 ? 63.0f / max_min[b] : 0.0f;
         for (int j = 8 * b; j < 8 * b + 8; j++) {
-            int a = nint_bits(inv_scale * scales[j]) & 0xFF;
-            int c = nint_bits(inv_min * mins[j]) & 0xFF;
+            int a = ggq_nearest_int(inv_scale * scales[j]) & 0xFF;
+            int c = ggq_nearest_int(inv_min * mins[j]) & 0xFF;
             ls[j] = a < 63 ? a : 63;
             lm[j] = c < 63 ? c : 63;
         }
@@ -331,8 +248,13 @@ static void stage1_imatrix(const float x[32][NL], const float *const *xflat,
         for (int j = 0; j < NL; j++) sw[j] += w[i][j];
     make_qkx_lanes(x, w, nmax, -0.9f, 0.05f, 36, scales, mins, L);
     for (int b = 0; b < NSB; b++) {
-        dsrc[b] = make_qp8(scales + 8 * b, ls + 8 * b, sw + 8 * b);
-        msrc[b] = make_qp8(mins + 8 * b, lm + 8 * b, sw + 8 * b);
+        uint8_t Ls[8], Lm[8];
+        dsrc[b] = ggq_make_qp(8, 63, scales + 8 * b, Ls, sw + 8 * b);
+        msrc[b] = ggq_make_qp(8, 63, mins + 8 * b, Lm, sw + 8 * b);
+        for (int j = 0; j < 8; j++) {
+            ls[8 * b + j] = Ls[j];
+            lm[8 * b + j] = Lm[j];
+        }
     }
     if (clamp_ls) {
         for (int j = 0; j < NL; j++) {
@@ -358,9 +280,7 @@ static void quant_lanes(const float x[32][NL], const float *D, const float *Mn, 
     for (int i = 0; i < 32; i++) {
         for (int j = 0; j < NL; j++) {
             float t = (x[i][j] + dm[j]) * inv[j];
-            t = t < 0 ? 0.0f : t;
-            t = t > fnmax ? fnmax : t;
-            q[i][j] = (t + MAGIC) - MAGIC;
+            q[i][j] = ggq_rint_f(ggq_clampf(t, 0.0f, fnmax));
         }
     }
 }
@@ -377,12 +297,8 @@ static inline void search_errors(const float x[32][NL], const float w[32][NL], i
         for (int i = 0; i < 32; i++) {
             float t0 = (x[i][j] + dm[j]) * inv[j];
             float t1 = (x[i][k] + dm[k]) * inv[k];
-            t0 = t0 < 0 ? 0.0f : t0;
-            t1 = t1 < 0 ? 0.0f : t1;
-            t0 = t0 > fnmax ? fnmax : t0;
-            t1 = t1 > fnmax ? fnmax : t1;
-            float q0 = (t0 + MAGIC) - MAGIC;
-            float q1 = (t1 + MAGIC) - MAGIC;
+            float q0 = ggq_rint_f(ggq_clampf(t0, 0.0f, fnmax));
+            float q1 = ggq_rint_f(ggq_clampf(t1, 0.0f, fnmax));
             float d0 = x[i][j] - (ds[j] * q0 - dm[j]);
             float d1 = x[i][k] - (ds[k] * q1 - dm[k]);
             acc0 += (unit_w ? 1.0f : w[i][j]) * (d0 * d0);
@@ -478,8 +394,8 @@ static void refit(const float x[32][NL], const float w[32][NL], float *d, float 
             dn = d_only ? (xa + (double)dmin[b] * ab) / aa : 0.0;
             en = (double)dmin[b];
         }
-        float d16 = fp16_round((float)dn);
-        float e16 = fp16_round((float)en);
+        float d16 = ggq_fp16_round((float)dn);
+        float e16 = ggq_fp16_round((float)en);
         if ((both || d_only) && isfinite(d16) && isfinite(e16) && d16 > 0 && e16 >= 0) {
             d[b] = d16;
             dmin[b] = e16;

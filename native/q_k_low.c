@@ -3,125 +3,36 @@
  * quantize_row_q{2,3}_K_ref without an imatrix, quantize_row_q{2,3}_K_impl with one), then a
  * refinement that keeps a change only where it lowers the block's weighted squared error. */
 #include "ggq.h"
+#include "ggq_search.h"
 
-#define QK 256
-#define EPS 1e-15f /* llama.cpp GROUP_MAX_EPS */
+#define QK GGQ_QK_K
 
 /* Every per-block function is force-inlined into the row loops, which exist twice on x86 with
  * GCC/Clang: plain, and compiled for AVX (picked at run time). Same arithmetic in the same
  * order either way (no FMA: -ffp-contract=off), so the bytes are identical; AVX is only faster. */
-#if defined(__GNUC__) || defined(__clang__)
-#define KL_INLINE static inline __attribute__((always_inline))
-#else
-#define KL_INLINE static inline
-#endif
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #define KL_AVX_DISPATCH 1
 #endif
 
-static inline int imin(int a, int b) { return a < b ? a : b; }
-static inline int imax(int a, int b) { return a > b ? a : b; }
-
-/* llama.cpp's nearest_int(v) clamped to [lo, hi], written so that the compiler vectorizes it */
-KL_INLINE int nint_clamp(float v, int lo, int hi) {
-    float t = v + 12582912.f;
-    int32_t bits;
-    memcpy(&bits, &t, 4);
-    int l = (bits & 0x007fffff) - 0x00400000;
-    l = l < lo ? lo : l;
-    return l > hi ? hi : l;
-}
-
-/* ------------------------------------------------------------ llama.cpp search routines */
-
-/* make_qkx2_quants / make_qkx3_quants with weights, for 16 values: asymmetric scale + min search.
- * The element-wise work sits in loops of its own (vectorized); the sums stay sequential. */
-KL_INLINE float make_qkx16(int nmax, const float *x, const float *w, float *L,
-                           float *the_min, float rmin, float rdelta, int nstep, int use_mad) {
-    float Lf[16], La[16], t[16], wl[16], wl2[16], wlx[16];
-    float min = x[0], max = x[0];
-    float sum_w = w[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < 16; i++) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if (min > 0) min = 0;
-    if (max == min) {
-        for (int i = 0; i < 16; i++) L[i] = 0;
-        *the_min = -min;
-        return 0.f;
-    }
-    float iscale = nmax / (max - min);
-    float scale = 1 / iscale;
-    for (int i = 0; i < 16; i++) Lf[i] = (float)nint_clamp(iscale * (x[i] - min), 0, nmax);
-    for (int i = 0; i < 16; i++) {
-        float diff = scale * Lf[i] + min - x[i];
-        diff = use_mad ? fabsf(diff) : diff * diff;
-        t[i] = w[i] * diff;
-    }
-    float best = 0;
-    for (int i = 0; i < 16; i++) best += t[i];
-    for (int is = 0; is <= nstep; is++) {
-        /* as in llama.cpp, a better candidate's min also moves the range of the next tries */
-        const float isc = (rmin + rdelta * is + nmax) / (max - min);
-        for (int i = 0; i < 16; i++) {
-            const float l = (float)nint_clamp(isc * (x[i] - min), 0, nmax);
-            La[i] = l;
-            wl[i] = w[i] * l;
-            wl2[i] = wl[i] * l;
-            wlx[i] = wl[i] * x[i];
-        }
-        float sl = 0, sl2 = 0, sxl = 0;
-        for (int i = 0; i < 16; i++) { sl += wl[i]; sl2 += wl2[i]; sxl += wlx[i]; }
-        const float D = sum_w * sl2 - sl * sl;
-        if (D > 0) {
-            float this_scale = (sum_w * sxl - sum_x * sl) / D;
-            float this_min = (sl2 * sum_x - sl * sxl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sxl / sl2;
-            }
-            for (int i = 0; i < 16; i++) {
-                float diff = this_scale * La[i] + this_min - x[i];
-                diff = use_mad ? fabsf(diff) : diff * diff;
-                t[i] = w[i] * diff;
-            }
-            float cur = 0;
-            for (int i = 0; i < 16; i++) cur += t[i];
-            if (cur < best) {
-                memcpy(Lf, La, sizeof Lf);
-                best = cur;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    memcpy(L, Lf, sizeof Lf);
-    *the_min = -min;
-    return scale;
-}
+/* ------------------------------------------------------------ llama.cpp search routines
+ * (the ones Q2_K and Q3_K share with other types are in ggq_search.h) */
 
 /* make_q3_quants(do_rmse = true) for 16 values: symmetric, w = x^2, coordinate descent.
  * L = q + nmax. Element-wise work in loops of its own, sums sequential. */
-KL_INLINE float make_q3_16(int nmax, const float *x, int8_t *L) {
+GGQ_INLINE float make_q3_16(int nmax, const float *x, uint8_t *Lout) {
     float W[16], WX[16], Lf[16], t1[16], t2[16];
-    float max = 0, amax = 0;
-    for (int i = 0; i < 16; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
-    }
-    if (amax < EPS) {
-        for (int i = 0; i < 16; i++) L[i] = 0;
+    int8_t L[16];
+    float amax;
+    const float max = ggq_signed_absmax(x, 16, &amax);
+    if (amax < GGQ_GROUP_MAX_EPS) {
+        for (int i = 0; i < 16; i++) Lout[i] = 0;
         return 0.f;
     }
     const float iscale = -nmax / max;
     for (int i = 0; i < 16; i++) {
         W[i] = x[i] * x[i];
         WX[i] = W[i] * x[i];
-        Lf[i] = (float)nint_clamp(iscale * x[i], -nmax, nmax - 1);
+        Lf[i] = (float)ggq_nearest_int_clamped(iscale * x[i], -nmax, nmax - 1);
         t1[i] = WX[i] * Lf[i];
         t2[i] = W[i] * Lf[i] * Lf[i];
     }
@@ -135,7 +46,7 @@ KL_INLINE float make_q3_16(int nmax, const float *x, int8_t *L) {
             if (slx > 0) {
                 float sl2 = suml2 - W[i] * L[i] * L[i];
                 int nl = ggq_nearest_int(x[i] * sl2 / slx);
-                nl = imax(-nmax, imin(nmax - 1, nl));
+                nl = ggq_clampi(nl, -nmax, nmax - 1);
                 if (nl != L[i]) {
                     slx += WX[i] * nl;
                     sl2 += W[i] * nl * nl;
@@ -148,108 +59,11 @@ KL_INLINE float make_q3_16(int nmax, const float *x, int8_t *L) {
         }
         if (!changed) break;
     }
-    for (int i = 0; i < 16; i++) L[i] = (int8_t)(L[i] + nmax);
+    for (int i = 0; i < 16; i++) Lout[i] = (uint8_t)(L[i] + nmax);
     return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-/* make_qx_quants(rmse_type = 1) with weights, for 16 values: symmetric, 18 extra scale tries.
- * L = q + nmax. */
-KL_INLINE float make_qx16(int nmax, const float *x, const float *w, int8_t *L) {
-    float wx[16], Lf[16], t1[16], t2[16];
-    float max = 0, amax = 0;
-    for (int i = 0; i < 16; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
-    }
-    if (amax < EPS) {
-        for (int i = 0; i < 16; i++) L[i] = 0;
-        return 0.f;
-    }
-    for (int i = 0; i < 16; i++) wx[i] = w[i] * x[i];
-    float scale = 0, best = 0;
-    for (int is = 0; is <= 18; is++) {
-        /* is == 0: llama.cpp's first pass at -nmax/max; then -(nmax + 0.1*k)/max, k = -9..9, k != 0 */
-        const int k = is <= 9 ? is - 10 : is - 9;
-        const float iscale = is == 0 ? -nmax / max : -(nmax + 0.1f * k) / max;
-        for (int i = 0; i < 16; i++) {
-            Lf[i] = (float)nint_clamp(iscale * x[i], -nmax, nmax - 1);
-            t1[i] = wx[i] * Lf[i];
-            t2[i] = w[i] * Lf[i] * Lf[i];
-        }
-        float sumlx = 0, suml2 = 0;
-        for (int i = 0; i < 16; i++) { sumlx += t1[i]; suml2 += t2[i]; }
-        if (is == 0) {
-            scale = suml2 ? sumlx / suml2 : 0.0f;
-            best = scale * sumlx;
-        } else if (!(suml2 > 0 && sumlx * sumlx > best * suml2)) {
-            continue;
-        } else {
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-        for (int i = 0; i < 16; i++) L[i] = (int8_t)(Lf[i] + nmax);
-    }
-    return scale;
-}
-
-/* make_qp_quants: unsigned quantization of the sub-block scales (or mins). */
-KL_INLINE float make_qp(int n, int nmax, const float *x, uint8_t *L, const float *w) {
-    float max = 0;
-    for (int i = 0; i < n; i++) max = max > x[i] ? max : x[i];
-    if (max < EPS) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        return 0.f;
-    }
-    float iscale = nmax / max;
-    for (int i = 0; i < n; i++) L[i] = (uint8_t)ggq_nearest_int(iscale * x[i]);
-    float scale = 1 / iscale;
-    float best = 0;
-    for (int i = 0; i < n; i++) {
-        float diff = x[i] - scale * L[i];
-        best += w[i] * diff * diff;
-    }
-    for (int is = -4; is <= 4; is++) {
-        if (is == 0) continue;
-        float isc = (0.1f * is + nmax) / max;
-        float sc = 1 / isc;
-        float mse = 0;
-        for (int i = 0; i < n; i++) {
-            int l = imin(nmax, ggq_nearest_int(isc * x[i]));
-            float diff = x[i] - sc * l;
-            mse += w[i] * diff * diff;
-        }
-        if (mse < best) { best = mse; iscale = isc; }
-    }
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = imin(nmax, ggq_nearest_int(iscale * x[i]));
-        L[i] = (uint8_t)l;
-        sumlx += w[i] * x[i] * l;
-        suml2 += w[i] * l * l;
-    }
-    for (int itry = 0; itry < 5; itry++) {
-        int changed = 0;
-        for (int i = 0; i < n; i++) {
-            float slx = sumlx - w[i] * x[i] * L[i];
-            float sl2 = suml2 - w[i] * L[i] * L[i];
-            if (slx > 0 && sl2 > 0) {
-                int nl = imin(nmax, ggq_nearest_int(x[i] * sl2 / slx));
-                if (nl != L[i]) {
-                    slx += w[i] * x[i] * nl;
-                    sl2 += w[i] * nl * nl;
-                    if (slx * slx * suml2 > sumlx * sumlx * sl2) {
-                        L[i] = (uint8_t)nl; sumlx = slx; suml2 = sl2;
-                        changed++;
-                    }
-                }
-            }
-        }
-        if (!changed) break;
-    }
-    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
-}
-
-KL_INLINE void pack2(const float *L, uint8_t *qs) {
+GGQ_INLINE void pack2(const float *L, uint8_t *qs) {
     for (int h = 0; h < 2; h++) {
         const float *l0 = L + 128 * h;
         for (int l = 0; l < 32; l++) {
@@ -278,7 +92,7 @@ KL_INLINE void pack2(const float *L, uint8_t *qs) {
 #endif
 
 #define KL_ENTRY(name, type_size)                                                                  \
-    KL_INLINE void name##_rows(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,       \
+    GGQ_INLINE void name##_rows(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,       \
                                const float *imatrix) {                                            \
         const int64_t nbr = n_per_row / QK;                                                        \
         float ones[QK];                                                                            \
@@ -303,14 +117,14 @@ KL_INLINE void pack2(const float *L, uint8_t *qs) {
 /* ------------------------------------------------------------ Q2_K */
 
 /* Re-round sub-blocks with their stored scales; a sub-block with d*sc == 0 keeps its L. */
-KL_INLINE void q2_requant(const float *x, float *L, const uint8_t *sb, float d, float dmin) {
+GGQ_INLINE void q2_requant(const float *x, float *L, const uint8_t *sb, float d, float dmin) {
     for (int j = 0; j < 16; j++) {
         const float dl = d * (sb[j] & 0xF);
         if (!dl) continue;
         const float ml = dmin * (sb[j] >> 4);
         const float *restrict xj = x + 16 * j;
         float *restrict Lj = L + 16 * j;
-        for (int i = 0; i < 16; i++) Lj[i] = (float)nint_clamp((xj[i] + ml) / dl, 0, 3);
+        for (int i = 0; i < 16; i++) Lj[i] = (float)ggq_nearest_int_clamped((xj[i] + ml) / dl, 0, 3);
     }
 }
 
@@ -323,14 +137,9 @@ KL_INLINE void q2_requant(const float *x, float *L, const uint8_t *sb, float d, 
  * block unless ours is strictly better. Error = sum(w*(x - x_hat)^2), x_hat as dequantized. */
 
 #define REFINE_ROUNDS 2
-#define MAGIC 12582912.f /* (v + MAGIC) - MAGIC rounds |v| < 2^22 half to even */
-
-KL_INLINE float inv_or_0(float v) { return v != 0 ? 1.f / v : 0.f; }
-
-KL_INLINE float lanes_total(const float *acc) { return (acc[0] + acc[1]) + (acc[2] + acc[3]); }
 
 /* float64 error of a whole block, 4 lanes */
-KL_INLINE double err_f64(const float *x, const float *xh, const float *w) {
+GGQ_INLINE double err_f64(const float *x, const float *xh, const float *w) {
     double acc[4] = {0, 0, 0, 0};
     for (int g = 0; g < QK; g += 4) {
         for (int k = 0; k < 4; k++) {
@@ -348,15 +157,15 @@ KL_INLINE double err_f64(const float *x, const float *xh, const float *w) {
 #if defined(__SSE2__)
 #include <emmintrin.h>
 
-KL_INLINE float hsum_lanes(__m128 acc) {
+GGQ_INLINE float hsum_lanes(__m128 acc) {
     float a[4];
     _mm_storeu_ps(a, acc);
-    return lanes_total(a);
+    return ggq_lanes4(a);
 }
 
-KL_INLINE float q2_cand(const float *x, const float *w, float dl, float ml, float *L) {
-    const __m128 vdl = _mm_set1_ps(dl), vml = _mm_set1_ps(ml), vidl = _mm_set1_ps(inv_or_0(dl));
-    const __m128 lo = _mm_setzero_ps(), hi = _mm_set1_ps(3.f), magic = _mm_set1_ps(MAGIC);
+GGQ_INLINE float q2_cand(const float *x, const float *w, float dl, float ml, float *L) {
+    const __m128 vdl = _mm_set1_ps(dl), vml = _mm_set1_ps(ml), vidl = _mm_set1_ps(ggq_inv_or_0(dl));
+    const __m128 lo = _mm_setzero_ps(), hi = _mm_set1_ps(3.f), magic = _mm_set1_ps(GGQ_RINT_MAGIC);
     __m128 acc = _mm_setzero_ps();
     for (int g = 0; g < 16; g += 4) {
         const __m128 xv = _mm_loadu_ps(x + g);
@@ -370,9 +179,9 @@ KL_INLINE float q2_cand(const float *x, const float *w, float dl, float ml, floa
     return hsum_lanes(acc);
 }
 
-KL_INLINE float q3_cand(const float *x, const float *w, float dl, float *q) {
-    const __m128 vdl = _mm_set1_ps(dl), vidl = _mm_set1_ps(inv_or_0(dl));
-    const __m128 lo = _mm_set1_ps(-4.f), hi = _mm_set1_ps(3.f), magic = _mm_set1_ps(MAGIC);
+GGQ_INLINE float q3_cand(const float *x, const float *w, float dl, float *q) {
+    const __m128 vdl = _mm_set1_ps(dl), vidl = _mm_set1_ps(ggq_inv_or_0(dl));
+    const __m128 lo = _mm_set1_ps(-4.f), hi = _mm_set1_ps(3.f), magic = _mm_set1_ps(GGQ_RINT_MAGIC);
     __m128 acc = _mm_setzero_ps();
     for (int g = 0; g < 16; g += 4) {
         const __m128 xv = _mm_loadu_ps(x + g);
@@ -388,54 +197,48 @@ KL_INLINE float q3_cand(const float *x, const float *w, float dl, float *q) {
 
 #else
 
-KL_INLINE float clamp_round(float v, float lo, float hi) {
-    v = v > lo ? v : lo;
-    v = v < hi ? v : hi;
-    return (v + MAGIC) - MAGIC;
-}
-
-KL_INLINE float q2_cand(const float *x, const float *w, float dl, float ml, float *L) {
-    const float idl = inv_or_0(dl);
+GGQ_INLINE float q2_cand(const float *x, const float *w, float dl, float ml, float *L) {
+    const float idl = ggq_inv_or_0(dl);
     float acc[4] = {0, 0, 0, 0};
     for (int g = 0; g < 16; g += 4) {
         for (int k = 0; k < 4; k++) {
-            const float l = clamp_round((x[g + k] + ml) * idl, 0.f, 3.f);
+            const float l = ggq_rint_f(ggq_clampf((x[g + k] + ml) * idl, 0.f, 3.f));
             L[g + k] = l;
             const float d = x[g + k] - (dl * l - ml);
             acc[k] += w[g + k] * d * d;
         }
     }
-    return lanes_total(acc);
+    return ggq_lanes4(acc);
 }
 
-KL_INLINE float q3_cand(const float *x, const float *w, float dl, float *q) {
-    const float idl = inv_or_0(dl);
+GGQ_INLINE float q3_cand(const float *x, const float *w, float dl, float *q) {
+    const float idl = ggq_inv_or_0(dl);
     float acc[4] = {0, 0, 0, 0};
     for (int g = 0; g < 16; g += 4) {
         for (int k = 0; k < 4; k++) {
-            const float l = clamp_round(x[g + k] * idl, -4.f, 3.f);
+            const float l = ggq_rint_f(ggq_clampf(x[g + k] * idl, -4.f, 3.f));
             q[g + k] = l;
             const float d = x[g + k] - dl * l;
             acc[k] += w[g + k] * d * d;
         }
     }
-    return lanes_total(acc);
+    return ggq_lanes4(acc);
 }
 #endif
 
 /* sums over 16 of w*a*b and of a*b, in lane order */
-KL_INLINE float lanes_dot3(const float *restrict w, const float *restrict a, const float *restrict b) {
+GGQ_INLINE float lanes_dot3(const float *restrict w, const float *restrict a, const float *restrict b) {
     float acc[4] = {0, 0, 0, 0};
     for (int g = 0; g < 16; g += 4)
         for (int k = 0; k < 4; k++) acc[k] += w[g + k] * a[g + k] * b[g + k];
-    return lanes_total(acc);
+    return ggq_lanes4(acc);
 }
 
-KL_INLINE float lanes_dot2(const float *restrict a, const float *restrict b) {
+GGQ_INLINE float lanes_dot2(const float *restrict a, const float *restrict b) {
     float acc[4] = {0, 0, 0, 0};
     for (int g = 0; g < 16; g += 4)
         for (int k = 0; k < 4; k++) acc[k] += a[g + k] * b[g + k];
-    return lanes_total(acc);
+    return ggq_lanes4(acc);
 }
 
 /* Candidate steps per round (must match Q2_SEARCH / Q3_SEARCH in k_low.py). */
@@ -447,11 +250,9 @@ static const float q2_steps[REFINE_ROUNDS][Q2_NCAND][2] = {
 #define Q3_NCAND 4
 static const float q3_steps[REFINE_ROUNDS][Q3_NCAND] = {{-2, -1, 1, 2}, {-2, -1, 1, 2}};
 
-KL_INLINE float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
-
 /* Q2_K: L (256, 0..3), sc and m (16 each, 0..15), d and dmin (fp16 values) refined in place.
  * w = importance (256), ones without an imatrix. */
-KL_INLINE void q2_refine(const float *x, const float *w, float *Lout, int *sc, int *m, float *pd, float *pm) {
+GGQ_INLINE void q2_refine(const float *x, const float *w, float *Lout, int *sc, int *m, float *pd, float *pm) {
     float L[QK], L2[QK], xh[QK], A[QK], Bm[QK], wx[QK], E[16], E2[16], s[16], mm[16];
     float D = *pd, M = *pm;
     for (int j = 0; j < 16; j++) { s[j] = (float)sc[j]; mm[j] = (float)m[j]; }
@@ -468,7 +269,7 @@ KL_INLINE void q2_refine(const float *x, const float *w, float *Lout, int *sc, i
                 acc[k] += w[i] * d * d;
             }
         }
-        E[j] = lanes_total(acc);
+        E[j] = ggq_lanes4(acc);
     }
     const double E0 = err_f64(x, xh, w);
     for (int rnd = 0; rnd < REFINE_ROUNDS; rnd++) {
@@ -477,8 +278,8 @@ KL_INLINE void q2_refine(const float *x, const float *w, float *Lout, int *sc, i
             float s2[Q2_NCAND], m2[Q2_NCAND], dl[Q2_NCAND], ml[Q2_NCAND], err[Q2_NCAND];
             float Lc[Q2_NCAND][16];
             for (int c = 0; c < Q2_NCAND; c++) {
-                s2[c] = clampf(s0 + q2_steps[rnd][c][0], 0.f, 15.f);
-                m2[c] = clampf(m0 + q2_steps[rnd][c][1], 0.f, 15.f);
+                s2[c] = ggq_clampf(s0 + q2_steps[rnd][c][0], 0.f, 15.f);
+                m2[c] = ggq_clampf(m0 + q2_steps[rnd][c][1], 0.f, 15.f);
                 dl[c] = D * s2[c];
                 ml[c] = M * m2[c];
             }
@@ -514,8 +315,8 @@ KL_INLINE void q2_refine(const float *x, const float *w, float *Lout, int *sc, i
             D2 = Saa > 0 ? (Sxa + (double)M * Sab) / Saa : (double)D;
             M2 = (double)M;
         }
-        const float Dn = ggq_fp16_to_fp32(ggq_fp32_to_fp16((float)D2));
-        const float Mn = ggq_fp16_to_fp32(ggq_fp32_to_fp16((float)M2));
+        const float Dn = ggq_fp16_round((float)D2);
+        const float Mn = ggq_fp16_round((float)M2);
         float tot = 0, tot2 = 0;
         for (int j = 0; j < 16; j++) {
             E2[j] = q2_cand(x + 16 * j, w + 16 * j, Dn * s[j], Mn * mm[j], L2 + 16 * j);
@@ -540,7 +341,7 @@ KL_INLINE void q2_refine(const float *x, const float *w, float *Lout, int *sc, i
 }
 
 /* Q3_K: q (256, -4..3), sc (16, -32..31), d (fp16 value) refined in place; w as above. */
-KL_INLINE void q3_refine(const float *x, const float *w, float *qout, int *sc, float *pd) {
+GGQ_INLINE void q3_refine(const float *x, const float *w, float *qout, int *sc, float *pd) {
     float q[QK], q2[QK], xh[QK], A[QK], wx[QK], E[16], E2[16], s[16];
     float D = *pd;
     for (int j = 0; j < 16; j++) s[j] = (float)sc[j];
@@ -557,7 +358,7 @@ KL_INLINE void q3_refine(const float *x, const float *w, float *qout, int *sc, f
                 acc[k] += w[i] * d * d;
             }
         }
-        E[j] = lanes_total(acc);
+        E[j] = ggq_lanes4(acc);
     }
     const double E0 = err_f64(x, xh, w);
     for (int rnd = 0; rnd < REFINE_ROUNDS; rnd++) {
@@ -566,7 +367,7 @@ KL_INLINE void q3_refine(const float *x, const float *w, float *qout, int *sc, f
             float s2[Q3_NCAND], dl[Q3_NCAND], err[Q3_NCAND];
             float qc[Q3_NCAND][16];
             for (int c = 0; c < Q3_NCAND; c++) {
-                s2[c] = clampf(s0 + q3_steps[rnd][c], -32.f, 31.f);
+                s2[c] = ggq_clampf(s0 + q3_steps[rnd][c], -32.f, 31.f);
                 dl[c] = D * s2[c];
             }
             for (int c = 0; c < Q3_NCAND; c++) err[c] = q3_cand(x + 16 * j, w + 16 * j, dl[c], qc[c]);
@@ -589,7 +390,7 @@ KL_INLINE void q3_refine(const float *x, const float *w, float *qout, int *sc, f
             saa += lanes_dot3(w + o, A + o, A + o);
         }
         const double D2 = saa > 0 ? (double)sxa / (double)saa : (double)D;
-        const float Dn = ggq_fp16_to_fp32(ggq_fp32_to_fp16((float)D2));
+        const float Dn = ggq_fp16_round((float)D2);
         float tot = 0, tot2 = 0;
         for (int j = 0; j < 16; j++) {
             E2[j] = q3_cand(x + 16 * j, w + 16 * j, Dn * s[j], q2 + 16 * j);
@@ -614,14 +415,14 @@ KL_INLINE void q3_refine(const float *x, const float *w, float *qout, int *sc, f
 }
 
 /* llama.cpp's Q2_K for one block: L (256), scale bytes (16), d and dmin as fp16 values. */
-KL_INLINE void q2_llama(const float *x, const float *qw, float *L, uint8_t *sb, float *pd, float *pm) {
+GGQ_INLINE void q2_llama(const float *x, const float *qw, float *L, uint8_t *sb, float *pd, float *pm) {
     float scales[16], mins[16], weight[16];
     float d, dmin;
     if (!qw) {
         float max_scale = 0, max_min = 0;
         for (int j = 0; j < 16; j++) {
             for (int l = 0; l < 16; l++) weight[l] = fabsf(x[16 * j + l]);
-            scales[j] = make_qkx16(3, x + 16 * j, weight, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, 1);
+            scales[j] = ggq_make_qkx(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, 1, 0);
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
@@ -649,20 +450,20 @@ KL_INLINE void q2_llama(const float *x, const float *qw, float *L, uint8_t *sb, 
             float s = 0;
             for (int l = 0; l < 16; l++) s += weight[l];
             sw[j] = s;
-            scales[j] = make_qkx16(3, x + 16 * j, weight, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, 0);
+            scales[j] = ggq_make_qkx(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, 0, 0);
         }
-        d = make_qp(16, 15, scales, Ls, sw);
-        dmin = make_qp(16, 15, mins, Lm, sw);
+        d = ggq_make_qp(16, 15, scales, Ls, sw);
+        dmin = ggq_make_qp(16, 15, mins, Lm, sw);
         for (int j = 0; j < 16; j++) sb[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
     }
-    d = ggq_fp16_to_fp32(ggq_fp32_to_fp16(d));
-    dmin = ggq_fp16_to_fp32(ggq_fp32_to_fp16(dmin));
+    d = ggq_fp16_round(d);
+    dmin = ggq_fp16_round(dmin);
     q2_requant(x, L, sb, d, dmin);
     *pd = d;
     *pm = dmin;
 }
 
-KL_INLINE void q2_block(const float *xb, const float *qw, const float *ones, uint8_t *yb) {
+GGQ_INLINE void q2_block(const float *xb, const float *qw, const float *ones, uint8_t *yb) {
     float L[QK];
     float d, dmin;
     int sc[16], m[16];
@@ -679,33 +480,29 @@ KL_ENTRY(q2, 84)
 
 /* ------------------------------------------------------------ Q3_K */
 
-KL_INLINE void q3_requant(const float *x, float *q, const int *sc, float d) {
+GGQ_INLINE void q3_requant(const float *x, float *q, const int *sc, float d) {
     for (int j = 0; j < 16; j++) {
         const float dl = d * sc[j];
         if (!dl) continue;
         const float *restrict xj = x + 16 * j;
         float *restrict qj = q + 16 * j;
-        for (int i = 0; i < 16; i++) qj[i] = (float)nint_clamp(xj[i] / dl, -4, 3);
+        for (int i = 0; i < 16; i++) qj[i] = (float)ggq_nearest_int_clamped(xj[i] / dl, -4, 3);
     }
 }
 
 /* llama.cpp's Q3_K for one block: q (256, -4..3), stored 6-bit scales ls (16), d as fp16 value. */
-KL_INLINE void q3_llama(const float *x, const float *qw, float *q, int *ls, float *pd) {
-    int8_t L[QK];
+GGQ_INLINE void q3_llama(const float *x, const float *qw, float *q, int *ls, float *pd) {
+    uint8_t L[QK];
     float scales[16];
     float d;
     if (!qw) {
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < 16; j++) {
-            scales[j] = make_q3_16(4, x + 16 * j, L + 16 * j);
-            float a = fabsf(scales[j]);
-            if (a > amax) { amax = a; max_scale = scales[j]; }
-        }
+        for (int j = 0; j < 16; j++) scales[j] = make_q3_16(4, x + 16 * j, L + 16 * j);
+        const float max_scale = ggq_signed_absmax(scales, 16, NULL);
         if (max_scale) {
             float iscale = -32.f / max_scale;
             for (int j = 0; j < 16; j++) {
                 int8_t l = (int8_t)ggq_nearest_int(iscale * scales[j]);
-                ls[j] = imax(-32, imin(31, l)) + 32;
+                ls[j] = ggq_clampi(l, -32, 31) + 32;
             }
             d = 1 / iscale;
         } else {
@@ -714,7 +511,7 @@ KL_INLINE void q3_llama(const float *x, const float *qw, float *q, int *ls, floa
         }
     } else {
         float weight[16], sw[16];
-        int8_t Ls[16];
+        uint8_t Ls[16];
         float sumx2 = 0;
         for (int j = 0; j < QK; j++) sumx2 += x[j] * x[j];
         float sigma2 = 2 * sumx2 / QK;
@@ -723,12 +520,12 @@ KL_INLINE void q3_llama(const float *x, const float *qw, float *q, int *ls, floa
             float s = 0;
             for (int l = 0; l < 16; l++) s += weight[l];
             sw[j] = s;
-            scales[j] = make_qx16(4, x + 16 * j, weight, L + 16 * j);
+            scales[j] = ggq_make_qx(16, 4, x + 16 * j, weight, L + 16 * j);
         }
-        d = make_qx16(32, scales, sw, Ls);
+        d = ggq_make_qx(16, 32, scales, sw, Ls);
         for (int j = 0; j < 16; j++) ls[j] = Ls[j];
     }
-    d = ggq_fp16_to_fp32(ggq_fp32_to_fp16(d));
+    d = ggq_fp16_round(d);
     int sc[16];
     for (int j = 0; j < 16; j++) sc[j] = ls[j] - 32;
     for (int i = 0; i < QK; i++) q[i] = (float)(L[i] - 4);
@@ -736,7 +533,7 @@ KL_INLINE void q3_llama(const float *x, const float *qw, float *q, int *ls, floa
     *pd = d;
 }
 
-KL_INLINE void q3_block(const float *xb, const float *qw, const float *ones, uint8_t *yb) {
+GGQ_INLINE void q3_block(const float *xb, const float *qw, const float *ones, uint8_t *yb) {
     float q[QK], Lu[QK];
     int ls[16], sc[16];
     float d;

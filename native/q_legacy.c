@@ -13,6 +13,7 @@
  * without one, 8 blocks run side by side, one per vector lane (quantize_plain). */
 #include <stdlib.h>
 #include "ggq.h"
+#include "ggq_search.h"
 
 /* Let GCC vectorize the clamp selects: FP exception flags are never inspected here, and
  * values are unaffected (IEEE results do not depend on trapping assumptions). */
@@ -21,7 +22,6 @@
 #endif
 
 #define QK 32
-#define GROUP_MAX_EPS 1e-15f
 
 static const float ones32[QK] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
                                  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
@@ -38,20 +38,8 @@ static const float asym_offsets_plain[] = {-1.0f, -0.25f, 0.25f, 0.75f};
 
 
 /* Our sums run in 8 interleaved lanes a[k] += e[8j + k], combined pairwise at the end
- * (numpy: primitives.lane_sum(.., 8)); loops are written as j/k nests so they vectorize. */
-static inline float lanes(const float *restrict a) {
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-}
-
-/* value of the first element with the largest |x| (numpy argmax semantics) */
-static inline float signed_absmax(const float *restrict x) {
-    float amax = fabsf(x[0]), max = x[0];
-    for (int i = 1; i < QK; i++) {
-        float a = fabsf(x[i]);
-        if (a > amax) { amax = a; max = x[i]; }
-    }
-    return max;
-}
+ * (ggq_lanes8; numpy: primitives.lane_sum(.., 8)); loops are written as j/k nests so they
+ * vectorize. */
 
 /* sigma2 = mean x^2 of the row; w = imatrix * sqrt(sigma2 + x^2) (llama.cpp legacy weights) */
 static void row_weights(const float *restrict x, const float *restrict im, int64_t n,
@@ -89,7 +77,7 @@ static void sym_eval(const float *restrict x, const float *restrict w, float d, 
             }
         }
     }
-    c->err = lanes(a);
+    c->err = ggq_lanes8(a);
 }
 
 /* evaluate scale d and keep it if strictly better; the same stored scale as the best
@@ -143,8 +131,8 @@ static void quantize_sym_block(const float *restrict x, const float *restrict w,
                                const float *restrict wl, int nmax, uint16_t *dbits,
                                uint8_t *restrict q) {
     const float fn = (float)nmax, lo = -fn, hi = fn - 1.0f;
-    const float mx = signed_absmax(x);
-    const float smx = fabsf(mx) < GROUP_MAX_EPS ? 1.0f : mx;  /* ~zero block: no trial used */
+    const float mx = ggq_signed_absmax(x, QK, NULL);
+    const float smx = fabsf(mx) < GGQ_GROUP_MAX_EPS ? 1.0f : mx;  /* ~zero block: no trial used */
     float iscale[NT], sa[NT], sb[NT], la[NT], lb[NT];
     int t0, t1;  /* our scan: trials t0..t1-1 */
     if (wl) {
@@ -173,7 +161,7 @@ static void quantize_sym_block(const float *restrict x, const float *restrict w,
     if (wl) {
         /* llama.cpp make_qx_quants(32, nmax, x, L, 1, wl) */
         float llama_scale = 0.0f;
-        if (fabsf(mx) >= GROUP_MAX_EPS) {
+        if (fabsf(mx) >= GGQ_GROUP_MAX_EPS) {
             llama_scale = lb[0] != 0.0f ? la[0] / lb[0] : 0.0f;
             float lbest = llama_scale * la[0];
             for (int t = 1; t < 19; t++) {
@@ -199,7 +187,7 @@ static void quantize_sym_block(const float *restrict x, const float *restrict w,
                 b[k] += (w[j + k] * best.l[j + k]) * best.l[j + k];
             }
         }
-        const float slx = lanes(a), sl2 = lanes(b);
+        const float slx = ggq_lanes8(a), sl2 = ggq_lanes8(b);
         try_sym(x, w, sl2 > 0.0f ? slx / sl2 : 0.0f, nmax, &best, &cand);
     }
 
@@ -236,7 +224,7 @@ static void asym_eval(const float *restrict x, const float *restrict w, float d,
             }
         }
     }
-    c->err = lanes(a);
+    c->err = ggq_lanes8(a);
 }
 
 static inline void try_asym(const float *restrict x, const float *restrict w, float d, float m,
@@ -263,74 +251,6 @@ static inline int asym_solve(float sl, float sl2, float sxl, float sw, float sx,
 
 #define NTA 8 /* ASYM_NSTEP + 1 trials (a multiple of 4; more would be pads) */
 
-/* llama.cpp make_qkx3_quants(32, nmax, x, w, ..., -0.9, 0.05, 36, false) -> scale, min
- * (sequential sums, as llama.cpp) */
-static void make_qkx3(const float *restrict x, const float *restrict w, int nmax,
-                      float *restrict scale_out, float *restrict min_out) {
-    const float fn = (float)nmax;
-    float mn = x[0], mx = x[0];
-    for (int i = 1; i < QK; i++) {
-        if (x[i] < mn) mn = x[i];
-        if (x[i] > mx) mx = x[i];
-    }
-    if (mn > 0.0f) mn = 0.0f;
-    mn += 0.0f;
-    mx += 0.0f;
-    float sum_w = 0.0f, sum_x = 0.0f;
-    for (int i = 0; i < QK; i++) sum_w += w[i];
-    for (int i = 0; i < QK; i++) sum_x += w[i] * x[i];
-    if (mx <= mn || mx - mn < GROUP_MAX_EPS) {
-        *scale_out = 0.0f;
-        *min_out = mn;
-        return;
-    }
-    const float rng = mx - mn;
-    float iscale = fn / rng;
-    float scale = 1.0f / iscale, min = mn;
-    float l[QK];
-    for (int i = 0; i < QK; i++) l[i] = ggq_clampf(ggq_rint_f(iscale * (x[i] - mn)), 0.0f, fn);
-    float best = 0.0f;
-    for (int i = 0; i < QK; i++) {
-        const float diff = (scale * l[i] + mn) - x[i];
-        best += w[i] * (diff * diff);
-    }
-    for (int is = 0; is <= 36; is++) {
-        /* llama.cpp reuses `min`: each trial is taken from the best min so far */
-        const float span = mx - min;
-        if (!(span >= GROUP_MAX_EPS)) continue;  /* ggtool: a degenerate span skips it */
-        iscale = ((-0.9f + 0.05f * (float)is) + fn) / span;
-        for (int i = 0; i < QK; i++) l[i] = ggq_clampf(ggq_rint_f(iscale * (x[i] - min)), 0.0f, fn);
-        float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
-        for (int i = 0; i < QK; i++) {
-            const float wli = w[i] * l[i];
-            sum_l += wli;
-            sum_l2 += wli * l[i];
-            sum_xl += wli * x[i];
-        }
-        const float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0.0f) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0.0f) {
-                this_min = 0.0f;
-                this_scale = sum_xl / sum_l2;
-            }
-            float mad = 0.0f;
-            for (int i = 0; i < QK; i++) {
-                const float diff = (this_scale * l[i] + this_min) - x[i];
-                mad += w[i] * (diff * diff);
-            }
-            if (mad < best) {
-                best = mad;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *scale_out = scale;
-    *min_out = min;
-}
-
 static void quantize_asym_block(const float *restrict x, const float *restrict w,
                                 const float *restrict wl, int nmax, uint16_t *dbits,
                                 uint16_t *mbits, uint8_t *restrict q) {
@@ -344,9 +264,10 @@ static void quantize_asym_block(const float *restrict x, const float *restrict w
     mx += 0.0f;
     asym_cand best, cand;
     if (wl) {
-        float s, m;
-        make_qkx3(x, wl, nmax, &s, &m);
-        asym_eval(x, w, s, m, nmax, &best);
+        /* llama.cpp make_qkx3_quants(32, nmax, x, wl, ..., -0.9, 0.05, 36), guarded form */
+        float L[QK], the_min;
+        const float s = ggq_make_qkx(QK, nmax, x, wl, L, &the_min, -0.9f, 0.05f, 36, 0, 1);
+        asym_eval(x, w, s, -the_min, nmax, &best);
         try_asym(x, w, (mx - mn) / fn, mn, nmax, &best, &cand);
     } else {
         asym_eval(x, w, (mx - mn) / fn, mn, nmax, &best);
@@ -356,7 +277,7 @@ static void quantize_asym_block(const float *restrict x, const float *restrict w
     float sw = 0.0f, sx = 0.0f;
     for (int i = 0; i < QK; i++) sw += w[i];
     for (int i = 0; i < QK; i++) sx += w[i] * x[i];
-    const float rng = mx - mn >= GROUP_MAX_EPS ? mx - mn : 1.0f;
+    const float rng = mx - mn >= GGQ_GROUP_MAX_EPS ? mx - mn : 1.0f;
     float iscale[NTA], sl[NTA], sl2[NTA], sxl[NTA];
     const int ntrials = wl ? ASYM_NSTEP + 1 : N_ASYM_PLAIN;
     for (int t = 0; t < NTA; t++) {
@@ -405,18 +326,6 @@ static void quantize_asym_block(const float *restrict x, const float *restrict w
 
 /* ------------------------------------------------------------------ packing and drivers */
 
-static inline void put16(uint8_t *restrict p, uint16_t v) {
-    p[0] = (uint8_t)(v & 0xff);
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static inline void put32(uint8_t *restrict p, uint32_t v) {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
 static void pack_nibbles(const uint8_t *restrict q, uint8_t *restrict qs) {
     for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
 }
@@ -424,10 +333,7 @@ static void pack_nibbles(const uint8_t *restrict q, uint8_t *restrict qs) {
 static void pack_qh(const uint8_t *restrict q, uint8_t *restrict qh) {
     uint32_t h = 0;
     for (int j = 0; j < QK; j++) h |= (uint32_t)((q[j] >> 4) & 1) << j;
-    qh[0] = (uint8_t)h;
-    qh[1] = (uint8_t)(h >> 8);
-    qh[2] = (uint8_t)(h >> 16);
-    qh[3] = (uint8_t)(h >> 24);
+    ggq_put32(qh, h);
 }
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
@@ -474,7 +380,7 @@ LG_INLINE v8f vmin(v8f v, v8f hi) {
     return r;
 }
 LG_INLINE v8f vrint(v8f v) {
-    const v8f magic = vset(12582912.0f);
+    const v8f magic = vset(GGQ_RINT_MAGIC);
     return (v + magic) - magic;
 }
 LG_INLINE v8f vlanes(const v8f *a) {
@@ -540,7 +446,7 @@ LG_INLINE void vsym_group(const v8f *restrict X, int nmax, lg_best *restrict b) 
         amax = vsel(gt, a, amax);
         mx = vsel(gt, X[i], mx);
     }
-    const v8f smx = vsel(vabs(mx) < vset(GROUP_MAX_EPS), vset(1.0f), mx);
+    const v8f smx = vsel(vabs(mx) < vset(GGQ_GROUP_MAX_EPS), vset(1.0f), mx);
     v8f scan_d = zero, scan_best = zero;
     for (int t = 0; t < N_SYM_PLAIN; t += 2) {  /* two trials per pass: 4 sum chains */
         const v8f is0 = vset(-(0.1f * sym_steps_plain[t] + fn)) / smx;
@@ -634,7 +540,7 @@ LG_INLINE void vasym_group(const v8f *restrict X, int nmax, lg_best *restrict b)
     vasym_try(X, (mx - mn) / top, mn, fn, yes, b, 1, sums);
 
     const v8f sw = vset((float)QK), span = mx - mn;
-    const v8f rng = vsel(span >= vset(GROUP_MAX_EPS), span, vset(1.0f));
+    const v8f rng = vsel(span >= vset(GGQ_GROUP_MAX_EPS), span, vset(1.0f));
     v8f xm[QK];
     for (int i = 0; i < QK; i++) xm[i] = X[i] - mn;
     v8f scan_d = (mx - mn) / top, scan_m = mn, scan_best = vset(-INFINITY);
@@ -734,17 +640,17 @@ LG_HOT static void quantize_plain(const float *restrict x, uint8_t *restrict y, 
         memcpy(mt, &b.mbits, sizeof mt);
         for (int k = 0; k < nb; k++) {
             uint8_t *yb = y + (g + k) * bsize;
-            put16(yb, (uint16_t)dt[k]);
+            ggq_put16(yb, (uint16_t)dt[k]);
             yb += 2;
             if (asym) {
-                put16(yb, (uint16_t)mt[k]);
+                ggq_put16(yb, (uint16_t)mt[k]);
                 yb += 2;
             }
             if (five_bit) {
-                put32(yb, ht[k]);
+                ggq_put32(yb, ht[k]);
                 yb += 4;
             }
-            for (int jj = 0; jj < 4; jj++) put32(yb + 4 * jj, wt[jj][k]);
+            for (int jj = 0; jj < 4; jj++) ggq_put32(yb + 4 * jj, wt[jj][k]);
         }
     }
 }
@@ -780,12 +686,12 @@ static int quantize_legacy(const float *restrict x, uint8_t *restrict y, int64_t
             uint16_t dbits, mbits;
             if (asym) {
                 quantize_asym_block(xb, w, wlb, nmax, &dbits, &mbits, q);
-                put16(yb, dbits);
-                put16(yb + 2, mbits);
+                ggq_put16(yb, dbits);
+                ggq_put16(yb + 2, mbits);
                 yb += 4;
             } else {
                 quantize_sym_block(xb, w, wlb, nmax, &dbits, q);
-                put16(yb, dbits);
+                ggq_put16(yb, dbits);
                 yb += 2;
             }
             if (five_bit) {
