@@ -30,6 +30,61 @@
 #define GGQ_INLINE static inline
 #endif
 
+/* One dispatch style for every kernel: the hot code is written once, force-inlined, and on
+ * x86 with GCC or Clang compiled twice, for the baseline and for AVX2, the copy picked at run
+ * time from the CPU. Both run the same float operations in the same order (-ffp-contract=off:
+ * no FMA), so they write the same bytes; AVX2 is only faster. Two granularities:
+ *
+ *   GGQ_ROWS(q6_k) { ...x, y, nrows, n_per_row, imatrix, isa...; return 0; }
+ *   GGQ_KERNEL(q6_k)   -> int ggq_quantize_q6_k(x, y, nrows, n_per_row, imatrix)
+ *       the whole row loop, with every GGQ_INLINE helper inlined into it (isa = 1 in the AVX2
+ *       copy: a kernel may pick code that only pays with 256-bit vectors);
+ *   GGQ_CLONE(search_lanes, (params...), (args...))
+ *       one void helper `search_lanes` with the body search_lanes_body, where the row loop
+ *       must stay out of line (Q4_K/Q5_K: their lane loops vectorize only in functions of
+ *       their own; inlined into one large function they run several times slower). */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && \
+    !defined(GGQ_NO_CLONES)
+#define GGQ_DISPATCH 1
+#define GGQ_ISA "avx2"
+#endif
+
+#define GGQ_ROWS_PARAMS                                                                        \
+    const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row, const float *imatrix
+#define GGQ_ROWS(name) GGQ_INLINE int name##_rows(GGQ_ROWS_PARAMS, int isa)
+
+#ifdef GGQ_DISPATCH
+#define GGQ_KERNEL(name)                                                                       \
+    __attribute__((target(GGQ_ISA))) static int name##_rows_isa(GGQ_ROWS_PARAMS) {             \
+        return name##_rows(x, y, nrows, n_per_row, imatrix, 1);                                \
+    }                                                                                          \
+    static int name##_rows_base(GGQ_ROWS_PARAMS) {                                             \
+        return name##_rows(x, y, nrows, n_per_row, imatrix, 0);                                \
+    }                                                                                          \
+    int ggq_quantize_##name(GGQ_ROWS_PARAMS) {                                                 \
+        if (__builtin_cpu_supports(GGQ_ISA)) return name##_rows_isa(x, y, nrows, n_per_row, imatrix); \
+        return name##_rows_base(x, y, nrows, n_per_row, imatrix);                              \
+    }
+#define GGQ_CLONE(name, params, args)                                                          \
+    __attribute__((target(GGQ_ISA), noinline)) static void name##_isa params {                 \
+        name##_body args;                                                                      \
+    }                                                                                          \
+    __attribute__((noinline)) static void name##_base params { name##_body args; }             \
+    static void name params {                                                                  \
+        if (__builtin_cpu_supports(GGQ_ISA))                                                   \
+            name##_isa args;                                                                   \
+        else                                                                                   \
+            name##_base args;                                                                  \
+    }
+#else
+#define GGQ_KERNEL(name)                                                                       \
+    int ggq_quantize_##name(GGQ_ROWS_PARAMS) {                                                 \
+        return name##_rows(x, y, nrows, n_per_row, imatrix, 0);                                \
+    }
+#define GGQ_CLONE(name, params, args)                                                          \
+    static void name params { name##_body args; }
+#endif
+
 /* llama.cpp's nearest_int: round half to even for |x| < 2^22 through the 1.5*2^23 trick
  * (numpy: primitives.nint, the same integers for any input) */
 GGQ_INLINE int ggq_nearest_int(float fval) {

@@ -21,7 +21,7 @@
  * (iscale = -nmax/max, then -(nmax + 0.1*is)/max, is = -9..9 but 0) run side by side,
  * [element][trial], so the compiler vectorizes across trials; each trial's sums still run
  * sequentially over the elements, as in llama.cpp. */
-#define GGQ_QX_NT 20 /* 19 trials + 1 pad */
+#define GGQ_QX_NT 24 /* 19 trials + 5 pads: a multiple of 8, so the AVX2 loop has no remainder */
 GGQ_INLINE float ggq_make_qx(int n, int nmax, const float *restrict x, const float *restrict w,
                              uint8_t *restrict L) {
     float amax;
@@ -37,7 +37,7 @@ GGQ_INLINE float ggq_make_qx(int n, int nmax, const float *restrict x, const flo
         const int is = t <= 9 ? t - 10 : t - 9;
         iscale[t] = -(0.1f * (float)is + fn) / max;
     }
-    iscale[19] = iscale[0];
+    for (int t = 19; t < GGQ_QX_NT; t++) iscale[t] = iscale[0]; /* pads */
     for (int t = 0; t < GGQ_QX_NT; t++) sa[t] = sb[t] = 0.0f;
     for (int i = 0; i < n; i++) {
         const float wx = w[i] * x[i];

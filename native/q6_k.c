@@ -21,15 +21,15 @@ static const int scale_tweaks[] = {-1, 1, -2, 2, -3, 3, -4, 4};
 
 
 /* 8 interleaved lanes, combined pairwise (numpy: primitives.lane_sum(.., 8)) */
-static inline float lane_sum16(const float *restrict e) {
+GGQ_INLINE float lane_sum16(const float *restrict e) {
     float a[8];
     for (int k = 0; k < 8; k++) a[k] = (0.0f + e[k]) + e[k + 8];
     return ggq_lanes8(a);
 }
 
 /* levels for sub-block scale dsub (fallback Lqx when dsub == 0); returns the error */
-static float eval_sub(const float *restrict x, const float *restrict wm, float dsub,
-                      const uint8_t *restrict Lqx, float *restrict l) {
+GGQ_INLINE float eval_sub(const float *restrict x, const float *restrict wm, float dsub,
+                          const uint8_t *restrict Lqx, float *restrict l) {
     float e[16];
     if (dsub != 0.0f) {
         for (int i = 0; i < 16; i++) {
@@ -46,8 +46,8 @@ static float eval_sub(const float *restrict x, const float *restrict wm, float d
     return lane_sum16(e);
 }
 
-static void quantize_block(const float *restrict x, const float *restrict qw,
-                           uint8_t *restrict y) {
+GGQ_INLINE void quantize_block(const float *restrict x, const float *restrict qw,
+                               uint8_t *restrict y) {
     static const float ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     uint8_t Lqx[QK_K], L[QK_K];
     float scales[16], w2[16];
@@ -109,8 +109,8 @@ static void quantize_block(const float *restrict x, const float *restrict qw,
     ggq_put16(y + 208, dbits);
 }
 
-int ggq_quantize_q6_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
-                      const float *imatrix) {
+GGQ_ROWS(q6_k) {
+    (void)isa;
     const int64_t nb = n_per_row / QK_K;
     for (int64_t r = 0; r < nrows; r++) {
         for (int64_t b = 0; b < nb; b++) {
@@ -120,3 +120,5 @@ int ggq_quantize_q6_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_r
     }
     return 0;
 }
+
+GGQ_KERNEL(q6_k)

@@ -1,9 +1,9 @@
-/* Q8_0: blocks of 32, fp16 d then 32 int8; x = q*d. Mirrors ggtool/quants/legacy.py:Q8_0. */
+/* Q8_0: blocks of 32, fp16 d then 32 int8; x = q*d. Mirrors ggtool/quants/q8_0.py. */
 #include "ggq.h"
 
-int ggq_quantize_q8_0(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
-                      const float *imatrix) {
+GGQ_ROWS(q8_0) {
     (void)imatrix; /* Q8_0 ignores importance weights, as llama.cpp does */
+    (void)isa;
     const int64_t nb = nrows * (n_per_row / 32);
     for (int64_t b = 0; b < nb; b++) {
         const float *xb = x + b * 32;
@@ -23,3 +23,5 @@ int ggq_quantize_q8_0(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_r
     }
     return 0;
 }
+
+GGQ_KERNEL(q8_0)

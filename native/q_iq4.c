@@ -21,7 +21,7 @@ static const int TRIALS[N_LLAMA + N_EXTRA] = {
 #define ONE64 ONE8, ONE8, ONE8, ONE8, ONE8, ONE8, ONE8, ONE8
 static const float ONES[256] = {ONE64, ONE64, ONE64, ONE64}; /* wm without an imatrix */
 
-static inline int best_index(float a) {
+GGQ_INLINE int best_index(float a) {
     const float a2 = a + a;
     int i = 0;
     i = a2 >= MID2[i + 8] ? i + 8 : i;
@@ -33,7 +33,7 @@ static inline int best_index(float a) {
 
 /* KV[best_index(a)] without a table lookup (vectorizes): KV[0] plus the steps passed;
  * every partial sum is a small integer, so this is exact */
-static inline float best_value(float a) {
+GGQ_INLINE float best_value(float a) {
     const float a2 = a + a;
     float v = -127.0f;
     v += a2 >= -231.0f ? 23.0f : 0.0f;
@@ -58,7 +58,7 @@ static inline float best_value(float a) {
  * one long one; vectorizes. */
 
 /* sum(wm*(x - step*q)^2) over 32 values; NaN (inf * 0 weight) -> inf */
-static float err_q(const float *xb, const float *wm, float step, const float *q) {
+GGQ_INLINE float err_q(const float *xb, const float *wm, float step, const float *q) {
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int j = 0; j < 32; j += 4) {
         for (int k = 0; k < 4; k++) {
@@ -73,17 +73,17 @@ static float err_q(const float *xb, const float *wm, float step, const float *q)
 /* Candidates carry table values q (floats) rather than indices; best_index(q) == index. */
 
 /* nearest table values for the inverse scale id */
-static inline void block_values(const float *xb, float id, float *q) {
+GGQ_INLINE void block_values(const float *xb, float id, float *q) {
     for (int j = 0; j < 32; j++) q[j] = best_value(id * xb[j]);
 }
 
 /* nearest table values for the dequantized scale `step`, returns their error */
-static float block_pick(const float *xb, const float *wm, float step, float *q) {
+GGQ_INLINE float block_pick(const float *xb, const float *wm, float step, float *q) {
     block_values(xb, ggq_inv_or_0(step), q);
     return err_q(xb, wm, step, q);
 }
 
-static float block_refit(const float *xb, const float *wm, const float *qv) {
+GGQ_INLINE float block_refit(const float *xb, const float *wm, const float *qv) {
     float ax[4] = {0.0f, 0.0f, 0.0f, 0.0f}, a2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int j = 0; j < 32; j += 4) {
         for (int k = 0; k < 4; k++) {
@@ -98,8 +98,8 @@ static float block_refit(const float *xb, const float *wm, const float *qv) {
 }
 
 /* llama.cpp's scale (its 16 trials under wl) and the best least-squares scale under wm */
-static void block_search(const float *xb, const float *wl, const float *wm, float *d_ll,
-                         float *d_m) {
+GGQ_INLINE void block_search(const float *xb, const float *wl, const float *wm, float *d_ll,
+                             float *d_m) {
     float amax;
     const float mx = ggq_signed_absmax(xb, 32, &amax);
     if (amax < GGQ_GROUP_MAX_EPS) {
@@ -155,7 +155,7 @@ static void block_search(const float *xb, const float *wl, const float *wm, floa
 }
 
 /* llama.cpp weights for n values (sigma2 over all n) */
-static void llama_weights(const float *x, const float *im, int n, float *wl) {
+GGQ_INLINE void llama_weights(const float *x, const float *im, int n, float *wl) {
     if (!im) {
         for (int j = 0; j < n; j++) wl[j] = x[j] * x[j];
         return;
@@ -166,13 +166,13 @@ static void llama_weights(const float *x, const float *im, int n, float *wl) {
     for (int j = 0; j < n; j++) wl[j] = im[j] * sqrtf(sigma2 + x[j] * x[j]);
 }
 
-static void pack_nibbles(const float *q, uint8_t *qs) {
+GGQ_INLINE void pack_nibbles(const float *q, uint8_t *qs) {
     for (int j = 0; j < 16; j++)
         qs[j] = (uint8_t)(best_index(q[j]) | (best_index(q[j + 16]) << 4));
 }
 
-int ggq_quantize_iq4_nl(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
-                        const float *imatrix) {
+GGQ_ROWS(iq4_nl) {
+    (void)isa;
     if (nrows <= 0) return 0;
     const int64_t nbr = n_per_row / 32;
     float wl[32];
@@ -209,6 +209,8 @@ int ggq_quantize_iq4_nl(const float *x, uint8_t *y, int64_t nrows, int64_t n_per
     return 0;
 }
 
+GGQ_KERNEL(iq4_nl)
+
 /* ---------------------------------------------------------------- IQ4_XS */
 
 typedef struct {
@@ -219,14 +221,14 @@ typedef struct {
     float total;
 } xs_cand;
 
-static int sub_l(float d, float scale) {
+GGQ_INLINE int sub_l(float d, float scale) {
     float v = ggq_inv_or_0(d) * scale;
     v = v < -40.0f ? -40.0f : (v > 40.0f ? 40.0f : v); /* np.clip: NaN stays NaN (-> 0) */
     return ggq_clampi(ggq_nearest_int(v), -32, 31);
 }
 
 /* d = max_scale/div (div < 0: -max_scale/-div), max_scale = the scale of largest |.| */
-static float super_scale(const float *scales, int div) {
+GGQ_INLINE float super_scale(const float *scales, int div) {
     const float mx = ggq_signed_absmax(scales, 8, NULL);
     return div > 0 ? mx / (float)div : -mx / (float)(-div);
 }
@@ -234,8 +236,8 @@ static float super_scale(const float *scales, int div) {
 /* Per sub-block: the best of (optional) option 0 and of l = bases[b][ib] + delta, delta in
  * {0} (ndeltas[b] == 1) or {-1, 0, 1} (ndeltas[b] == 3); ties keep the earlier option.
  * c->s and, when have_opt0, c->l / c->q / c->err already hold option 0. */
-static void xs_choose(const float *xs, const float *wm, xs_cand *c, int have_opt0, int nbases,
-                      const int (*bases)[8], const int *ndeltas) {
+GGQ_INLINE void xs_choose(const float *xs, const float *wm, xs_cand *c, int have_opt0, int nbases,
+                          const int (*bases)[8], const int *ndeltas) {
     float qt[32];
     for (int ib = 0; ib < 8; ib++) {
         const float *xb = xs + ib * 32;
@@ -266,7 +268,7 @@ static void xs_choose(const float *xs, const float *wm, xs_cand *c, int have_opt
     c->total = total;
 }
 
-static void xs_pack(const xs_cand *c, uint8_t *yb) {
+GGQ_INLINE void xs_pack(const xs_cand *c, uint8_t *yb) {
     ggq_store_fp16(yb, c->s);
     uint16_t sh = 0;
     for (int ib = 0; ib < 8; ib++) {
@@ -281,8 +283,8 @@ static void xs_pack(const xs_cand *c, uint8_t *yb) {
     for (int ib = 0; ib < 8; ib++) pack_nibbles(c->q + ib * 32, yb + 8 + ib * 16);
 }
 
-int ggq_quantize_iq4_xs(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
-                        const float *imatrix) {
+GGQ_ROWS(iq4_xs) {
+    (void)isa;
     if (nrows <= 0) return 0;
     const int64_t nbr = n_per_row / 256;
     float wl[256];
@@ -356,3 +358,5 @@ int ggq_quantize_iq4_xs(const float *x, uint8_t *y, int64_t nrows, int64_t n_per
     }
     return 0;
 }
+
+GGQ_KERNEL(iq4_xs)

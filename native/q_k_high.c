@@ -15,15 +15,6 @@
 #define NSB 4
 #define NL (8 * NSB)
 
-/* The lane loops below vectorize at -O2; on x86-64 Linux with GCC also build an AVX2 clone of
- * the hot functions, picked at load time (same float operations, so the same bytes). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(GGQ_NO_CLONES)
-#define GGQ_HOT __attribute__((target_clones("avx2", "default")))
-#else
-#define GGQ_HOT
-#endif
-
 typedef struct {
     float d[NSB], dmin[NSB];
     int sc[NL], m[NL];
@@ -34,9 +25,9 @@ typedef struct {
 /* ------------------------------------------------------------ llama.cpp's searches */
 
 /* make_qkx2_quants / make_qkx3_quants (weights given, use_mad false) on every lane. */
-GGQ_HOT static void make_qkx_lanes(const float x[32][NL], const float w[32][NL], int nmax,
-                                   float rmin, float rdelta, int nstep, float scale[NL],
-                                   float the_min[NL], float L[32][NL]) {
+GGQ_INLINE void make_qkx_lanes_body(const float x[32][NL], const float w[32][NL], int nmax,
+                                    float rmin, float rdelta, int nstep, float scale[NL],
+                                    float the_min[NL], float L[32][NL]) {
     float mn[NL], mx[NL], sum_w[NL], sum_x[NL], best[NL], isc[NL];
     float ts[NL], tm[NL], D[NL], a_l[NL], a_l2[NL], a_xl[NL], err[NL];
     float isc_best[NL], mn_best[NL];
@@ -139,6 +130,10 @@ GGQ_HOT static void make_qkx_lanes(const float x[32][NL], const float w[32][NL],
         for (int j = 0; j < NL; j++)
             L[i][j] = flat[j] ? 0.0f : L[i][j];
 }
+GGQ_CLONE(make_qkx_lanes,
+          (const float x[32][NL], const float w[32][NL], int nmax, float rmin, float rdelta,
+           int nstep, float scale[NL], float the_min[NL], float L[32][NL]),
+          (x, w, nmax, rmin, rdelta, nstep, scale, the_min, L))
 
 /* ------------------------------------------------------------ packing */
 
@@ -313,9 +308,9 @@ static inline void search_errors(const float x[32][NL], const float w[32][NL], i
 
 /* per lane, the (sc+a, m+b), |a|,|b| <= R, with the lowest float32 error: the centre first,
  * then row-major; ties keep the earlier one */
-GGQ_HOT static void search_lanes(const float x[32][NL], const float w[32][NL], const float *D,
-                                 const float *Mn, int *sc, int *m, int R, int nmax,
-                                 int unit_w) {
+GGQ_INLINE void search_lanes_body(const float x[32][NL], const float w[32][NL], const float *D,
+                                  const float *Mn, int *sc, int *m, int R, int nmax,
+                                  int unit_w) {
     float best[NL], e[NL], ds[NL], dm[NL], inv[NL];
     int bsc[NL], bm[NL], s2[NL], m2[NL];
     int ca[(2 * MAX_R + 1) * (2 * MAX_R + 1)], cb[(2 * MAX_R + 1) * (2 * MAX_R + 1)];
@@ -355,6 +350,10 @@ GGQ_HOT static void search_lanes(const float x[32][NL], const float w[32][NL], c
         m[j] = bm[j];
     }
 }
+GGQ_CLONE(search_lanes,
+          (const float x[32][NL], const float w[32][NL], const float *D, const float *Mn, int *sc,
+           int *m, int R, int nmax, int unit_w),
+          (x, w, D, Mn, sc, m, R, nmax, unit_w))
 
 /* least-squares d, dmin (float64) for fixed sc, m, q; rounded to fp16; degenerate fits keep
  * the old values. Sums run over each sub-block in order, then over the sub-blocks. */
@@ -520,12 +519,16 @@ static int quantize_k_high(const kparams_t *p, const float *x, uint8_t *y, int64
     return 0;
 }
 
-int ggq_quantize_q4_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
-                      const float *imatrix) {
+GGQ_ROWS(q4_k) {
+    (void)isa;
     return quantize_k_high(&Q4K, x, y, nrows, n_per_row, imatrix);
 }
 
-int ggq_quantize_q5_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
-                      const float *imatrix) {
+GGQ_KERNEL(q4_k)
+
+GGQ_ROWS(q5_k) {
+    (void)isa;
     return quantize_k_high(&Q5K, x, y, nrows, n_per_row, imatrix);
 }
+
+GGQ_KERNEL(q5_k)

@@ -7,13 +7,6 @@
 
 #define QK GGQ_QK_K
 
-/* Every per-block function is force-inlined into the row loops, which exist twice on x86 with
- * GCC/Clang: plain, and compiled for AVX (picked at run time). Same arithmetic in the same
- * order either way (no FMA: -ffp-contract=off), so the bytes are identical; AVX is only faster. */
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-#define KL_AVX_DISPATCH 1
-#endif
-
 /* ------------------------------------------------------------ llama.cpp search routines
  * (the ones Q2_K and Q3_K share with other types are in ggq_search.h) */
 
@@ -72,47 +65,21 @@ GGQ_INLINE void pack2(const float *L, uint8_t *qs) {
     }
 }
 
-/* The row loop over 256-value blocks, compiled twice (plain and AVX, chosen at run time: same
- * operations, so the same bytes), and the public entry point. */
-#ifdef KL_AVX_DISPATCH
-#define KL_AVX_CLONE(name)                                                                         \
-    __attribute__((target("avx"))) static void name##_rows_avx(const float *x, uint8_t *y,         \
-                                                               int64_t nrows, int64_t n,            \
-                                                               const float *im) {                   \
-        name##_rows(x, y, nrows, n, im);                                                           \
-    }
-#define KL_AVX_CALL(name)                                                                          \
-    if (__builtin_cpu_supports("avx")) {                                                           \
-        name##_rows_avx(x, y, nrows, n_per_row, imatrix);                                          \
-        return 0;                                                                                  \
-    }
-#else
-#define KL_AVX_CLONE(name)
-#define KL_AVX_CALL(name)
-#endif
-
-#define KL_ENTRY(name, type_size)                                                                  \
-    GGQ_INLINE void name##_rows(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,       \
-                               const float *imatrix) {                                            \
-        const int64_t nbr = n_per_row / QK;                                                        \
-        float ones[QK];                                                                            \
-        for (int i = 0; i < QK; i++) ones[i] = 1.f;                                                \
-        for (int64_t r = 0; r < nrows; r++)                                                        \
-            for (int64_t b = 0; b < nbr; b++)                                                      \
-                name##_block(x + (r * nbr + b) * QK, imatrix ? imatrix + b * QK : NULL, ones,      \
-                             y + (r * nbr + b) * (type_size));                                     \
-    }                                                                                              \
-    static void name##_rows_plain(const float *x, uint8_t *y, int64_t nrows, int64_t n,            \
-                                  const float *im) {                                               \
-        name##_rows(x, y, nrows, n, im);                                                           \
-    }                                                                                              \
-    KL_AVX_CLONE(name)                                                                             \
-    int ggq_quantize_##name##_k(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,      \
-                                const float *imatrix) {                                            \
-        KL_AVX_CALL(name)                                                                          \
-        name##_rows_plain(x, y, nrows, n_per_row, imatrix);                                        \
-        return 0;                                                                                  \
-    }
+/* The row loop over 256-value blocks (weights of 1 without an imatrix) and the entry point
+ * (GGQ_KERNEL: compiled for the baseline and for AVX2, see ggq_common.h). */
+#define KL_KERNEL(name, type_size)                                                             \
+    GGQ_ROWS(name) {                                                                           \
+        (void)isa;                                                                             \
+        const int64_t nbr = n_per_row / QK;                                                    \
+        float ones[QK];                                                                        \
+        for (int i = 0; i < QK; i++) ones[i] = 1.f;                                            \
+        for (int64_t r = 0; r < nrows; r++)                                                    \
+            for (int64_t b = 0; b < nbr; b++)                                                  \
+                name##_block(x + (r * nbr + b) * QK, imatrix ? imatrix + b * QK : NULL, ones,  \
+                             y + (r * nbr + b) * (type_size));                                 \
+        return 0;                                                                              \
+    }                                                                                          \
+    GGQ_KERNEL(name)
 
 /* ------------------------------------------------------------ Q2_K */
 
@@ -463,7 +430,7 @@ GGQ_INLINE void q2_llama(const float *x, const float *qw, float *L, uint8_t *sb,
     *pm = dmin;
 }
 
-GGQ_INLINE void q2_block(const float *xb, const float *qw, const float *ones, uint8_t *yb) {
+GGQ_INLINE void q2_k_block(const float *xb, const float *qw, const float *ones, uint8_t *yb) {
     float L[QK];
     float d, dmin;
     int sc[16], m[16];
@@ -476,7 +443,7 @@ GGQ_INLINE void q2_block(const float *xb, const float *qw, const float *ones, ui
     ggq_store_fp16(yb + 82, dmin);
 }
 
-KL_ENTRY(q2, 84)
+KL_KERNEL(q2_k, 84)
 
 /* ------------------------------------------------------------ Q3_K */
 
@@ -533,7 +500,7 @@ GGQ_INLINE void q3_llama(const float *x, const float *qw, float *q, int *ls, flo
     *pd = d;
 }
 
-GGQ_INLINE void q3_block(const float *xb, const float *qw, const float *ones, uint8_t *yb) {
+GGQ_INLINE void q3_k_block(const float *xb, const float *qw, const float *ones, uint8_t *yb) {
     float q[QK], Lu[QK];
     int ls[16], sc[16];
     float d;
@@ -561,4 +528,4 @@ GGQ_INLINE void q3_block(const float *xb, const float *qw, const float *ones, ui
     ggq_store_fp16(yb + 108, d);
 }
 
-KL_ENTRY(q3, 110)
+KL_KERNEL(q3_k, 110)

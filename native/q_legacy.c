@@ -42,8 +42,8 @@ static const float asym_offsets_plain[] = {-1.0f, -0.25f, 0.25f, 0.75f};
  * vectorize. */
 
 /* sigma2 = mean x^2 of the row; w = imatrix * sqrt(sigma2 + x^2) (llama.cpp legacy weights) */
-static void row_weights(const float *restrict x, const float *restrict im, int64_t n,
-                        float *restrict w) {
+GGQ_INLINE void row_weights(const float *restrict x, const float *restrict im, int64_t n,
+                            float *restrict w) {
     float s = 0.0f;
     for (int64_t j = 0; j < n; j++) s += x[j] * x[j];
     const float sigma2 = s / (float)n;
@@ -54,8 +54,8 @@ static void row_weights(const float *restrict x, const float *restrict im, int64
 
 typedef struct { float d16; uint16_t bits; float err; float l[QK]; } sym_cand;
 
-static void sym_eval(const float *restrict x, const float *restrict w, float d, int nmax,
-                     sym_cand *restrict c) {
+GGQ_INLINE void sym_eval(const float *restrict x, const float *restrict w, float d, int nmax,
+                         sym_cand *restrict c) {
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const float d16 = ggq_f16_round_clamped(d, &c->bits);
     c->d16 = d16;
@@ -82,8 +82,8 @@ static void sym_eval(const float *restrict x, const float *restrict w, float d, 
 
 /* evaluate scale d and keep it if strictly better; the same stored scale as the best
  * gives the same quants and error, so it is skipped (numpy evaluates it: same result) */
-static inline void try_sym(const float *restrict x, const float *restrict w, float d, int nmax,
-                           sym_cand *restrict best, sym_cand *restrict c) {
+GGQ_INLINE void try_sym(const float *restrict x, const float *restrict w, float d, int nmax,
+                        sym_cand *restrict best, sym_cand *restrict c) {
     uint16_t bits;
     (void)ggq_f16_round_clamped(d, &bits);
     if (bits == best->bits) return;
@@ -95,11 +95,11 @@ static inline void try_sym(const float *restrict x, const float *restrict w, flo
 /* Scan trials side by side ([element][trial]) so the compiler vectorizes across trials;
  * each trial's sums run sequentially over the elements. With llama.cpp's weights wl the
  * same pass also gives make_qx_quants' sums (trial 0 is its first, iscale = -nmax/max). */
-#define NT 20
-static void sym_trials_llama(const float *restrict x, const float *restrict w,
-                             const float *restrict wl, const float *restrict iscale, float lo,
-                             float hi, float *restrict sa, float *restrict sb,
-                             float *restrict la, float *restrict lb) {
+#define NT 24 /* make_qx_quants' 19 trials + our pads: a multiple of 8, no remainder loop */
+GGQ_INLINE void sym_trials_llama(const float *restrict x, const float *restrict w,
+                                 const float *restrict wl, const float *restrict iscale, float lo,
+                                 float hi, float *restrict sa, float *restrict sb,
+                                 float *restrict la, float *restrict lb) {
     for (int t = 0; t < NT; t++) sa[t] = sb[t] = la[t] = lb[t] = 0.0f;
     for (int i = 0; i < QK; i++) {
         const float wx = w[i] * x[i], wlx = wl[i] * x[i];
@@ -113,8 +113,8 @@ static void sym_trials_llama(const float *restrict x, const float *restrict w,
     }
 }
 
-static void sym_trials_plain(const float *restrict x, const float *restrict iscale, float lo,
-                             float hi, float *restrict sa, float *restrict sb) {
+GGQ_INLINE void sym_trials_plain(const float *restrict x, const float *restrict iscale, float lo,
+                                 float hi, float *restrict sa, float *restrict sb) {
     for (int t = 0; t < N_SYM_PLAIN; t++) sa[t] = sb[t] = 0.0f;
     for (int i = 0; i < QK; i++) {
         for (int t = 0; t < N_SYM_PLAIN; t++) {
@@ -127,9 +127,9 @@ static void sym_trials_plain(const float *restrict x, const float *restrict isca
 
 /* One block. w = imatrix and wl = llama.cpp's weights, or w = 1 and wl = NULL (no imatrix,
  * where the AVX2 lane kernel below is not used). */
-static void quantize_sym_block(const float *restrict x, const float *restrict w,
-                               const float *restrict wl, int nmax, uint16_t *dbits,
-                               uint8_t *restrict q) {
+GGQ_INLINE void quantize_sym_block(const float *restrict x, const float *restrict w,
+                                   const float *restrict wl, int nmax, uint16_t *dbits,
+                                   uint8_t *restrict q) {
     const float fn = (float)nmax, lo = -fn, hi = fn - 1.0f;
     const float mx = ggq_signed_absmax(x, QK, NULL);
     const float smx = fabsf(mx) < GGQ_GROUP_MAX_EPS ? 1.0f : mx;  /* ~zero block: no trial used */
@@ -199,8 +199,8 @@ static void quantize_sym_block(const float *restrict x, const float *restrict w,
 
 typedef struct { float d16, m16; uint16_t dbits, mbits; float err; float l[QK]; } asym_cand;
 
-static void asym_eval(const float *restrict x, const float *restrict w, float d, float m,
-                      int nmax, asym_cand *restrict c) {
+GGQ_INLINE void asym_eval(const float *restrict x, const float *restrict w, float d, float m,
+                          int nmax, asym_cand *restrict c) {
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const float d16 = ggq_f16_round_clamped(d, &c->dbits), m16 = ggq_f16_round_clamped(m, &c->mbits);
     c->d16 = d16;
@@ -227,8 +227,8 @@ static void asym_eval(const float *restrict x, const float *restrict w, float d,
     c->err = ggq_lanes8(a);
 }
 
-static inline void try_asym(const float *restrict x, const float *restrict w, float d, float m,
-                            int nmax, asym_cand *restrict best, asym_cand *restrict c) {
+GGQ_INLINE void try_asym(const float *restrict x, const float *restrict w, float d, float m,
+                         int nmax, asym_cand *restrict best, asym_cand *restrict c) {
     uint16_t db, mb;
     (void)ggq_f16_round_clamped(d, &db);
     (void)ggq_f16_round_clamped(m, &mb);
@@ -239,8 +239,8 @@ static inline void try_asym(const float *restrict x, const float *restrict w, fl
 
 /* weighted least squares x ~ d*l + m from the sums sl = sum w*l, sl2 = sum w*l*l,
  * sxl = sum w*l*x (sequential) and sw, sx; returns 0 where singular */
-static inline int asym_solve(float sl, float sl2, float sxl, float sw, float sx,
-                             float *restrict d, float *restrict m, float *restrict gain) {
+GGQ_INLINE int asym_solve(float sl, float sl2, float sxl, float sw, float sx,
+                          float *restrict d, float *restrict m, float *restrict gain) {
     const float D = sw * sl2 - sl * sl;
     if (!(D > 0.0f)) return 0;
     *d = (sw * sxl - sx * sl) / D;
@@ -251,9 +251,9 @@ static inline int asym_solve(float sl, float sl2, float sxl, float sw, float sx,
 
 #define NTA 8 /* ASYM_NSTEP + 1 trials (a multiple of 4; more would be pads) */
 
-static void quantize_asym_block(const float *restrict x, const float *restrict w,
-                                const float *restrict wl, int nmax, uint16_t *dbits,
-                                uint16_t *mbits, uint8_t *restrict q) {
+GGQ_INLINE void quantize_asym_block(const float *restrict x, const float *restrict w,
+                                    const float *restrict wl, int nmax, uint16_t *dbits,
+                                    uint16_t *mbits, uint8_t *restrict q) {
     const float fn = (float)nmax;
     float mn = x[0], mx = x[0];
     for (int i = 1; i < QK; i++) {
@@ -326,27 +326,22 @@ static void quantize_asym_block(const float *restrict x, const float *restrict w
 
 /* ------------------------------------------------------------------ packing and drivers */
 
-static void pack_nibbles(const uint8_t *restrict q, uint8_t *restrict qs) {
+GGQ_INLINE void pack_nibbles(const uint8_t *restrict q, uint8_t *restrict qs) {
     for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
 }
 
-static void pack_qh(const uint8_t *restrict q, uint8_t *restrict qh) {
+GGQ_INLINE void pack_qh(const uint8_t *restrict q, uint8_t *restrict qh) {
     uint32_t h = 0;
     for (int j = 0; j < QK; j++) h |= (uint32_t)((q[j] >> 4) & 1) << j;
     ggq_put32(qh, h);
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(GGQ_NO_CLONES)
-#define LG_LANES 1 /* compile the lane kernel for AVX2; without AVX2 the scalar code runs
-                    * (the 8-lane vectors split into SSE halves are slower than it) */
-#define LG_HOT __attribute__((target("avx2")))
-#endif
-#ifdef LG_LANES
-#define LG_INLINE static inline __attribute__((always_inline))
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(GGQ_DISPATCH) && defined(__GNUC__) && !defined(__clang__)
+#define LG_LANES 1 /* the lane kernel runs in the AVX2 build of the row loop (isa); the baseline
+                    * runs the scalar code (8-lane vectors split into SSE halves are slower) */
+#define LG_HOT __attribute__((target(GGQ_ISA)))
+#define LG_INLINE GGQ_INLINE
 #pragma GCC diagnostic ignored "-Wpsabi" /* 32-byte vectors only pass between inlined helpers */
-#endif
 
 /* Without an imatrix (w = 1) the candidates run NB = 8 blocks at a time, one block per
  * vector lane (x transposed to X[element][block]): no branches, no horizontal sums. The
@@ -657,14 +652,15 @@ LG_HOT static void quantize_plain(const float *restrict x, uint8_t *restrict y, 
 
 #endif /* LG_LANES */
 
-static int quantize_legacy(const float *restrict x, uint8_t *restrict y, int64_t nrows,
-                           int64_t n, const float *restrict im, int nmax, int asym,
-                           int five_bit) {
+GGQ_INLINE int quantize_legacy(const float *restrict x, uint8_t *restrict y, int64_t nrows,
+                               int64_t n, const float *restrict im, int isa, int nmax, int asym,
+                               int five_bit) {
+    (void)isa;
     if (nrows <= 0) return 0;
     const int64_t nb = n / QK;
     const int bsize = 2 + (asym ? 2 : 0) + (five_bit ? 4 : 0) + 16;
 #ifdef LG_LANES
-    if (!im && __builtin_cpu_supports("avx2")) {
+    if (isa && !im) {
         quantize_plain(x, y, nrows * nb, nmax, asym, five_bit);
         return 0;
     }
@@ -705,22 +701,14 @@ static int quantize_legacy(const float *restrict x, uint8_t *restrict y, int64_t
     return 0;
 }
 
-int ggq_quantize_q4_0(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
-                      const float *imatrix) {
-    return quantize_legacy(x, y, nrows, n_per_row, imatrix, 8, 0, 0);
-}
+GGQ_ROWS(q4_0) { return quantize_legacy(x, y, nrows, n_per_row, imatrix, isa, 8, 0, 0); }
+GGQ_KERNEL(q4_0)
 
-int ggq_quantize_q4_1(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
-                      const float *imatrix) {
-    return quantize_legacy(x, y, nrows, n_per_row, imatrix, 15, 1, 0);
-}
+GGQ_ROWS(q4_1) { return quantize_legacy(x, y, nrows, n_per_row, imatrix, isa, 15, 1, 0); }
+GGQ_KERNEL(q4_1)
 
-int ggq_quantize_q5_0(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
-                      const float *imatrix) {
-    return quantize_legacy(x, y, nrows, n_per_row, imatrix, 16, 0, 1);
-}
+GGQ_ROWS(q5_0) { return quantize_legacy(x, y, nrows, n_per_row, imatrix, isa, 16, 0, 1); }
+GGQ_KERNEL(q5_0)
 
-int ggq_quantize_q5_1(const float *x, uint8_t *y, int64_t nrows, int64_t n_per_row,
-                      const float *imatrix) {
-    return quantize_legacy(x, y, nrows, n_per_row, imatrix, 31, 1, 1);
-}
+GGQ_ROWS(q5_1) { return quantize_legacy(x, y, nrows, n_per_row, imatrix, isa, 31, 1, 1); }
+GGQ_KERNEL(q5_1)
