@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from _common import Table, error_ratio, ggml_quantize, imatrix_for, parser, quants, smollm2_rows, speed
 
-from ggtool.quants.iq4 import IQ4_NL, IQ4_XS
+from ggtool.quants.iq4_nl_iq4_xs import IQ4_NL, IQ4_XS
 
 N = 1536
 

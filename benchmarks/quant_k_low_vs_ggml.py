@@ -17,7 +17,7 @@ import numpy as np
 from _common import (Table, error_ratio, ggml_quantize, imatrix_for, parser, quants, same_blocks,
                      smollm2_rows, speed)
 
-from ggtool.quants import k_low
+from ggtool.quants import q2_k_q3_k as k_low
 
 N = 1536
 

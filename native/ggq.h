@@ -13,18 +13,18 @@ typedef int (*ggq_quantize_fn)(const float *x, uint8_t *y, int64_t nrows, int64_
 
 /* q8_0.c */
 int ggq_quantize_q8_0(const float *, uint8_t *, int64_t, int64_t, const float *);
-/* q_legacy.c */
+/* q4_0_q4_1_q5_0_q5_1.c */
 int ggq_quantize_q4_0(const float *, uint8_t *, int64_t, int64_t, const float *);
 int ggq_quantize_q4_1(const float *, uint8_t *, int64_t, int64_t, const float *);
 int ggq_quantize_q5_0(const float *, uint8_t *, int64_t, int64_t, const float *);
 int ggq_quantize_q5_1(const float *, uint8_t *, int64_t, int64_t, const float *);
-/* q_iq4.c */
+/* iq4_nl_iq4_xs.c */
 int ggq_quantize_iq4_nl(const float *, uint8_t *, int64_t, int64_t, const float *);
 int ggq_quantize_iq4_xs(const float *, uint8_t *, int64_t, int64_t, const float *);
-/* q_k_low.c */
+/* q2_k_q3_k.c */
 int ggq_quantize_q2_k(const float *, uint8_t *, int64_t, int64_t, const float *);
 int ggq_quantize_q3_k(const float *, uint8_t *, int64_t, int64_t, const float *);
-/* q_k_high.c */
+/* q4_k_q5_k.c */
 int ggq_quantize_q4_k(const float *, uint8_t *, int64_t, int64_t, const float *);
 int ggq_quantize_q5_k(const float *, uint8_t *, int64_t, int64_t, const float *);
 /* q6_k.c */

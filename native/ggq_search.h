@@ -62,6 +62,21 @@ GGQ_INLINE float ggq_make_qx(int n, int nmax, const float *restrict x, const flo
     return scale;
 }
 
+/* make_qkx's error of one candidate: the sum of w*(scale*L + min - x)^2, or of w*|...| with
+ * use_mad, in element order (the terms in a loop of their own: it vectorizes) */
+GGQ_INLINE float qkx_error(int n, const float *restrict x, const float *restrict w,
+                           const float *restrict L, float scale, float min, int use_mad) {
+    float t[GGQ_SEARCH_MAXN];
+    for (int i = 0; i < n; i++) {
+        float diff = scale * L[i] + min - x[i];
+        diff = use_mad ? fabsf(diff) : diff * diff;
+        t[i] = w[i] * diff;
+    }
+    float e = 0;
+    for (int i = 0; i < n; i++) e += t[i];
+    return e;
+}
+
 /* make_qkx2_quants / make_qkx3_quants with weights, for n <= 32 values: x ~ scale*L - the_min.
  * Returns scale; L (0..nmax, as floats) and *the_min (= -min >= 0) are written. use_mad:
  * errors sum w*|diff| rather than w*diff^2. guarded: the form Q4_1/Q5_1 use (ggtool's guards,
@@ -73,7 +88,7 @@ GGQ_INLINE float ggq_make_qx(int n, int nmax, const float *restrict x, const flo
 GGQ_INLINE float ggq_make_qkx(int n, int nmax, const float *restrict x, const float *restrict w,
                               float *restrict L, float *restrict the_min, float rmin, float rdelta,
                               int nstep, int use_mad, int guarded) {
-    float Lf[GGQ_SEARCH_MAXN], La[GGQ_SEARCH_MAXN], t[GGQ_SEARCH_MAXN];
+    float Lf[GGQ_SEARCH_MAXN], La[GGQ_SEARCH_MAXN];
     float wl[GGQ_SEARCH_MAXN], wl2[GGQ_SEARCH_MAXN], wlx[GGQ_SEARCH_MAXN];
     const float fnmax = (float)nmax;
     float min = x[0], max = x[0];
@@ -106,13 +121,7 @@ GGQ_INLINE float ggq_make_qkx(int n, int nmax, const float *restrict x, const fl
         Lf[i] = guarded ? ggq_clampf(ggq_rint_f(v), 0.0f, fnmax)
                         : (float)ggq_nearest_int_clamped(v, 0, nmax);
     }
-    for (int i = 0; i < n; i++) {
-        float diff = scale * Lf[i] + min - x[i];
-        diff = use_mad ? fabsf(diff) : diff * diff;
-        t[i] = w[i] * diff;
-    }
-    float best = 0;
-    for (int i = 0; i < n; i++) best += t[i];
+    float best = qkx_error(n, x, w, Lf, scale, min, use_mad);
     for (int is = 0; is <= nstep; is++) {
         const float span = max - min;
         if (guarded && !(span >= GGQ_GROUP_MAX_EPS)) continue;
@@ -140,13 +149,7 @@ GGQ_INLINE float ggq_make_qkx(int n, int nmax, const float *restrict x, const fl
                 this_min = 0;
                 this_scale = sxl / sl2;
             }
-            for (int i = 0; i < n; i++) {
-                float diff = this_scale * La[i] + this_min - x[i];
-                diff = use_mad ? fabsf(diff) : diff * diff;
-                t[i] = w[i] * diff;
-            }
-            float cur = 0;
-            for (int i = 0; i < n; i++) cur += t[i];
+            const float cur = qkx_error(n, x, w, La, this_scale, this_min, use_mad);
             if (cur < best) {
                 memcpy(Lf, La, (size_t)n * sizeof(float));
                 best = cur;

@@ -1,4 +1,4 @@
-/* Q8_0: blocks of 32, fp16 d then 32 int8; x = q*d. Mirrors ggtool/quants/q8_0.py. */
+/* Q8_0: blocks of 32, fp16 d then 32 int8; x = q*d. Mirrors ggtool/quants/q8_0.py byte for byte. */
 #include "ggq.h"
 
 GGQ_ROWS(q8_0) {

@@ -4,7 +4,7 @@ from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
-from ggtool.quants.iq4 import IQ4_NL, IQ4_XS, KVALUES, best_index
+from ggtool.quants.iq4_nl_iq4_xs import IQ4_NL, IQ4_XS, KVALUES, best_index
 from oracles.weights import edge_cases, imatrix_for, noised_rows, weighted_sse
 from oracles.weights import imatrix as make_imatrix
 

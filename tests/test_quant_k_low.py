@@ -6,7 +6,7 @@ from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
-from ggtool.quants import k_low
+from ggtool.quants import q2_k_q3_k as k_low
 from oracles.weights import edge_cases, imatrix, imatrix_for, noised, weighted_sse
 
 TYPES = ["Q2_K", "Q3_K"]

@@ -6,7 +6,7 @@ from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize as gguf_dequantize
 
 from ggtool import quants
-from ggtool.quants import legacy
+from ggtool.quants import q4_0_q4_1_q5_0_q5_1 as legacy
 from oracles.weights import edge_cases, imatrix, imatrix_for, noised_rows, weighted_sse
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1"]

@@ -17,13 +17,10 @@ from gguf import GGMLQuantizationType
 
 from ..errors import QuantError  # noqa: F401  (re-exported)
 from .base import QuantType
-from . import floats, legacy  # noqa: F401  (registers types)
-
-for _mod in ("iq4", "k_low", "k_high", "q6_k"):  # registered as they land
-    try:
-        __import__(f"{__name__}.{_mod}")
-    except ImportError:
-        pass
+# Each module registers the types it holds, in this order (type_names() and the help list them
+# so): F32 F16 BF16, Q8_0, Q4_0 Q5_0 Q4_1 Q5_1, IQ4_NL IQ4_XS, Q2_K Q3_K, Q4_K Q5_K, Q6_K.
+from . import floats, q8_0, q4_0_q4_1_q5_0_q5_1, iq4_nl_iq4_xs  # noqa: F401,I001
+from . import q2_k_q3_k, q4_k_q5_k, q6_k  # noqa: F401
 
 try:
     from .. import _native  # type: ignore[attr-defined]

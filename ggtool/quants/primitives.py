@@ -135,7 +135,8 @@ def fp16_round(v: np.ndarray, clamp: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------- imatrix and bit packing
 
 def block_weights(imatrix: np.ndarray, nrows: int, block: int) -> np.ndarray:
-    """imatrix (n,) -> its slice for every block of `nrows` rows of n values: (nrows*n/block, block)."""
+    """imatrix (n,) -> its slice for every block of `nrows` rows of n values:
+    (nrows*n/block, block)."""
     im = np.asarray(imatrix, dtype=F32).reshape(-1, block)
     return np.tile(im, (nrows, 1))
 

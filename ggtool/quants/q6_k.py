@@ -17,8 +17,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from .base import QuantType
-from .primitives import (F32, GROUP_MAX_EPS, QK_K, block_weights, fp16_round, fp16_value, lane_sum,
-                         pack_fields, signed_absmax, unpack_fields)
+from .primitives import (F32, GROUP_MAX_EPS, QK_K, block_weights, fp16_bytes, fp16_round,
+                         fp16_value, lane_sum, pack_fields, signed_absmax, unpack_fields)
 from .searches import make_qx
 
 SCALE_TWEAKS = (-1, 1, -2, 2, -3, 3, -4, 4)  # int8 scale offsets tried after llama.cpp's (C: same)
@@ -80,7 +80,7 @@ def _pack(L, sc, d16):
     out[:, :128] = pack_fields(L, 4, 64)                  # low 4 bits
     out[:, 128:192] = pack_fields(L >> 4, 2, 32)          # high 2 bits
     out[:, 192:208] = sc.astype(np.int8).view(np.uint8)
-    out[:, 208:210] = d16.astype("<f2").reshape(nb, 1).view(np.uint8)
+    out[:, 208:210] = fp16_bytes(d16)
     return out
 
 

@@ -1,6 +1,7 @@
-"""Legacy 32-element block types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1.
+"""Q4_0, Q4_1, Q5_0, Q5_1: blocks of 32 values with an fp16 scale (and an fp16 min for the _1
+types), 4- or 5-bit quants (llama.cpp's "legacy" types; Q8_0 is in q8_0.py).
 
-Each mirrors its C kernel in native/ byte for byte (see primitives.py for the rules).
+Mirrors native/q4_0_q4_1_q5_0_q5_1.c byte for byte (see primitives.py for the rules).
 
 Q4_0/Q4_1/Q5_0/Q5_1 evaluate a few candidate scales (and mins) per block and keep the one
 with the lowest error sum(w * (x - x_hat)^2), w = imatrix column (or 1), measured on the
@@ -28,9 +29,8 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 from .base import QuantType
-from .primitives import (F32, GROUP_MAX_EPS, block_weights, fp16_bytes, fp16_round, fp16_value, lane_sum,
-                         pack_fields, round_half_away, safe_inv, seq_sum, signed_absmax,
-                         unpack_fields)
+from .primitives import (F32, GROUP_MAX_EPS, block_weights, fp16_bytes, fp16_round, fp16_value,
+                         lane_sum, pack_fields, safe_inv, seq_sum, signed_absmax, unpack_fields)
 from .searches import LLAMA_QX_STEPS, make_qkx, make_qx
 
 QK = GGML_QUANT_SIZES[T.Q4_0][0]  # 32 values per block
@@ -43,33 +43,6 @@ ASYM_SCAN = (F32(-1.0), F32(0.25), 7)  # (rmin, rdelta, nstep), with an imatrix 
                                        # llama.cpp's make_qkx3 scan (-0.9, 0.05, 36) runs too)
 ASYM_OFFSETS_PLAIN = tuple(F32(v) for v in (-1.0, -0.25, 0.25, 0.75))  # rmin + rdelta*is values,
                                                                         # without an imatrix
-
-
-class Q8_0(QuantType, qtype=T.Q8_0):
-    """d = max|x|/127, q = roundf(x/d); imatrix ignored (as llama.cpp)."""
-
-    @classmethod
-    def quantize_rows(cls, x, imatrix=None):
-        nrows, n = x.shape
-        blocks = np.asarray(x, dtype=F32).reshape(-1, 32)  # (nb, 32)
-        amax = np.max(np.abs(blocks), axis=1)               # max is order-independent
-        d = amax / F32(127)
-        with np.errstate(over="ignore"):
-            inv = safe_inv(d)
-        inv[~np.isfinite(inv)] = 0  # subnormal d: 1/d overflows; fp16(d) is 0 anyway
-        q = round_half_away(blocks * inv[:, None]).astype(np.int8)
-        out = np.empty((blocks.shape[0], 34), dtype=np.uint8)
-        out[:, :2] = fp16_bytes(d)
-        out[:, 2:] = q.view(np.uint8)
-        return out.reshape(nrows, cls.row_bytes(n))
-
-    @classmethod
-    def dequantize_rows(cls, q):
-        nrows = q.shape[0]
-        b = q.reshape(-1, 34)
-        d = fp16_value(b[:, :2])
-        vals = b[:, 2:].view(np.int8).astype(F32) * d[:, None]
-        return vals.reshape(nrows, -1)
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -239,84 +212,65 @@ def _quantize_asym(x, imatrix, nmax):
 
 # ---------------------------------------------------------------- the four types
 
-class Q4_0(QuantType, qtype=T.Q4_0):
-    """x = (q - 8) * d; d fp16; layout d, qs[16]."""
+def _pack(d, m, q, five_bit):
+    """Blocks: d (fp16), m (fp16, _1 types: m is not None), qh (the 5th bits, Q5 types: one
+    bit per value), qs (the low 4 bits: value j low nibble, j+16 high nibble)."""
+    parts = [fp16_bytes(d)] + ([fp16_bytes(m)] if m is not None else [])
+    if five_bit:
+        parts.append(pack_fields(q >> 4, 1, 1))
+    parts.append(pack_fields(q, 4, 16))
+    return np.concatenate(parts, axis=1)
+
+
+class _Q32(QuantType):
     uses_imatrix = True
-    nmax = 8
+    nmax: int        # Q4_0 8, Q5_0 16: x = (q - nmax) * d; Q4_1 15, Q5_1 31: x = q * d + m
+    asym: bool       # the _1 types (a min)
+    five_bit: bool   # the Q5 types (qh)
 
     @classmethod
     def quantize_rows(cls, x, imatrix=None):
         nrows, n = x.shape
-        d, q = _quantize_sym(np.asarray(x, dtype=F32), imatrix, cls.nmax)
-        out = np.concatenate([fp16_bytes(d), pack_fields(q, 4, 16)], axis=1)
-        return out.reshape(nrows, cls.row_bytes(n))
+        x = np.asarray(x, dtype=F32)
+        if cls.asym:
+            d, m, q = _quantize_asym(x, imatrix, cls.nmax)
+        else:
+            (d, q), m = _quantize_sym(x, imatrix, cls.nmax), None
+        return _pack(d, m, q, cls.five_bit).reshape(nrows, cls.row_bytes(n))
 
     @classmethod
     def dequantize_rows(cls, q):
-        b = q.reshape(-1, 18)
+        b = q.reshape(-1, cls.type_size)
         d = fp16_value(b[:, :2])
-        lv = unpack_fields(b[:, 2:], 4, 16).astype(np.int8) - np.int8(8)
+        o = 4 if cls.asym else 2
+        lv = unpack_fields(b[:, o + (4 if cls.five_bit else 0):], 4, 16)
+        if cls.five_bit:
+            lv = lv | (unpack_fields(b[:, o:o + 4], 1, 1) << 4)
+        if cls.asym:
+            m = fp16_value(b[:, 2:4])
+            return (d[:, None] * lv.astype(F32) + m[:, None]).reshape(q.shape[0], -1)
+        lv = lv.astype(np.int8) - np.int8(cls.nmax)
         return (d[:, None] * lv.astype(F32)).reshape(q.shape[0], -1)
 
 
-class Q5_0(QuantType, qtype=T.Q5_0):
+class Q4_0(_Q32, qtype=T.Q4_0):
+    """x = (q - 8) * d; layout d, qs[16]."""
+    nmax, asym, five_bit = 8, False, False
+
+
+class Q5_0(_Q32, qtype=T.Q5_0):
     """x = (q - 16) * d; layout d, qh[4], qs[16]."""
-    uses_imatrix = True
-    nmax = 16
-
-    @classmethod
-    def quantize_rows(cls, x, imatrix=None):
-        nrows, n = x.shape
-        d, q = _quantize_sym(np.asarray(x, dtype=F32), imatrix, cls.nmax)
-        out = np.concatenate([fp16_bytes(d), pack_fields(q >> 4, 1, 1), pack_fields(q, 4, 16)], axis=1)
-        return out.reshape(nrows, cls.row_bytes(n))
-
-    @classmethod
-    def dequantize_rows(cls, q):
-        b = q.reshape(-1, 22)
-        d = fp16_value(b[:, :2])
-        lv = (unpack_fields(b[:, 6:], 4, 16) | (unpack_fields(b[:, 2:6], 1, 1) << 4)).astype(np.int8) - np.int8(16)
-        return (d[:, None] * lv.astype(F32)).reshape(q.shape[0], -1)
+    nmax, asym, five_bit = 16, False, True
 
 
-class Q4_1(QuantType, qtype=T.Q4_1):
+class Q4_1(_Q32, qtype=T.Q4_1):
     """x = q * d + m; layout d, m, qs[16]."""
-    uses_imatrix = True
-    nmax = 15
-
-    @classmethod
-    def quantize_rows(cls, x, imatrix=None):
-        nrows, n = x.shape
-        d, m, q = _quantize_asym(np.asarray(x, dtype=F32), imatrix, cls.nmax)
-        out = np.concatenate([fp16_bytes(d), fp16_bytes(m), pack_fields(q, 4, 16)], axis=1)
-        return out.reshape(nrows, cls.row_bytes(n))
-
-    @classmethod
-    def dequantize_rows(cls, q):
-        b = q.reshape(-1, 20)
-        d, m = fp16_value(b[:, :2]), fp16_value(b[:, 2:4])
-        lv = unpack_fields(b[:, 4:], 4, 16).astype(F32)
-        return (d[:, None] * lv + m[:, None]).reshape(q.shape[0], -1)
+    nmax, asym, five_bit = 15, True, False
 
 
-class Q5_1(QuantType, qtype=T.Q5_1):
+class Q5_1(_Q32, qtype=T.Q5_1):
     """x = q * d + m; layout d, m, qh[4], qs[16]."""
-    uses_imatrix = True
-    nmax = 31
-
-    @classmethod
-    def quantize_rows(cls, x, imatrix=None):
-        nrows, n = x.shape
-        d, m, q = _quantize_asym(np.asarray(x, dtype=F32), imatrix, cls.nmax)
-        out = np.concatenate([fp16_bytes(d), fp16_bytes(m), pack_fields(q >> 4, 1, 1), pack_fields(q, 4, 16)], axis=1)
-        return out.reshape(nrows, cls.row_bytes(n))
-
-    @classmethod
-    def dequantize_rows(cls, q):
-        b = q.reshape(-1, 24)
-        d, m = fp16_value(b[:, :2]), fp16_value(b[:, 2:4])
-        lv = (unpack_fields(b[:, 8:], 4, 16) | (unpack_fields(b[:, 4:8], 1, 1) << 4)).astype(F32)
-        return (d[:, None] * lv + m[:, None]).reshape(q.shape[0], -1)
+    nmax, asym, five_bit = 31, True, True
 
 
 # ---------------------------------------------------------------- llama.cpp's exact bytes
@@ -331,9 +285,8 @@ def llama_rows(qtype, x, imatrix=None):
     nrows, n = x.shape
     xb = x.reshape(-1, QK)
     nmax = t.nmax
-    sym = t in (Q4_0, Q5_0)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if imatrix is None and sym:
+        if imatrix is None and not t.asym:
             d = signed_absmax(xb) / F32(-nmax)
             inv = safe_inv(d)
             q = np.minimum(np.trunc(xb * inv[:, None] + F32(nmax + 0.5)), 2 * nmax - 1).astype(np.uint8)
@@ -344,14 +297,11 @@ def llama_rows(qtype, x, imatrix=None):
             inv = safe_inv(d)
             q = np.trunc((xb - m[:, None]) * inv[:, None] + F32(0.5))
             q = (np.minimum(q, 15) if nmax == 15 else q).astype(np.uint8)
-        elif sym:
+        elif not t.asym:
             d, q = make_qx(xb, _row_weights(x, imatrix), nmax)
             q, m = q.astype(np.uint8), None
         else:
             d, m, q = _llama_asym(xb, _row_weights(x, imatrix), nmax)
             q = q.astype(np.uint8)
-        parts = [fp16_bytes(d)] + ([fp16_bytes(m)] if m is not None else [])
-    if nmax >= 16:
-        parts.append(pack_fields(q >> 4, 1, 1))
-    parts.append(pack_fields(q, 4, 16))
-    return np.concatenate(parts, axis=1).reshape(nrows, t.row_bytes(n))
+        out = _pack(d, m, q, t.five_bit)
+    return out.reshape(nrows, t.row_bytes(n))

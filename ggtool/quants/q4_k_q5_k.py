@@ -1,7 +1,7 @@
 """Q4_K and Q5_K: 256-value super-blocks of 8 sub-blocks (32 values), each with a 6-bit scale
 and a 6-bit min; x = d*sc*q - dmin*m with fp16 d, dmin and q in 0..15 (Q4_K) or 0..31 (Q5_K).
 
-Mirrors native/q_k_high.c byte for byte (rules in primitives.py). Two stages per super-block:
+Mirrors native/q4_k_q5_k.c byte for byte (rules in primitives.py). Two stages per super-block:
 
 1. llama.cpp's own search, reproduced exactly: without imatrix make_qkx2_quants on weights
    rms + |x| and 6-bit scales/mins relative to the largest; with imatrix make_qkx3_quants on
@@ -225,7 +225,7 @@ def _guarded(xs, w, r0, r1):
 
 # ------------------------------------------------------------------ the types
 
-class _KHigh(QuantType):
+class _Q45K(QuantType):
     nmax: int          # largest quant (15 or 31)
     ref_args: tuple    # make_qkx2_quants (rmin, rdelta, nstep) without imatrix
     clamp_ls: bool     # llama.cpp's imatrix path clamps the qp levels to 63 (Q5_K only)
@@ -281,6 +281,23 @@ class _KHigh(QuantType):
         return cls._pack(r)
 
     @classmethod
+    def _pack(cls, r):
+        """d, dmin, the packed 6-bit scales and mins, qh (Q5_K: the 5th bits), qs."""
+        q = r["q"].reshape(-1, QK_K)
+        parts = [fp16_bytes(r["d"]), fp16_bytes(r["dmin"]), r["packed"]]
+        if cls.nmax > 15:
+            parts.append(pack_fields(q >> 4, 1, 32))
+        parts.append(pack_fields(q, 4, 32))
+        return np.concatenate(parts, axis=1)
+
+    @classmethod
+    def _unpack_q(cls, b):
+        q = unpack_fields(b[:, -128:], 4, 32)
+        if cls.nmax > 15:
+            q = q | (unpack_fields(b[:, 16:48], 1, 32) << 4)
+        return q.reshape(-1, 8, 32)
+
+    @classmethod
     def dequantize_rows(cls, q):
         nrows = q.shape[0]
         b = q.reshape(-1, cls.type_size)
@@ -290,47 +307,17 @@ class _KHigh(QuantType):
         return _dequant(d, dmin, sc, m, cls._unpack_q(b)).reshape(nrows, -1)
 
 
-class Q4_K(_KHigh, qtype=T.Q4_K):
+class Q4_K(_Q45K, qtype=T.Q4_K):
+    """layout: d, dmin (fp16), scales[12], qs[128] (4-bit quants)"""
     nmax = 15
     ref_args = (-1.0, 0.1, 20)
     radii = (2, 2)
     clamp_ls = False
 
-    @classmethod
-    def _pack(cls, r):
-        B = r["q"].shape[0]
-        out = np.empty((B, 144), np.uint8)
-        out[:, 0:2] = fp16_bytes(r["d"])
-        out[:, 2:4] = fp16_bytes(r["dmin"])
-        out[:, 4:16] = r["packed"]
-        out[:, 16:] = pack_fields(r["q"].reshape(B, QK_K), 4, 32)
-        return out
 
-    @classmethod
-    def _unpack_q(cls, b):
-        return unpack_fields(b[:, 16:144], 4, 32).reshape(-1, 8, 32)
-
-
-class Q5_K(_KHigh, qtype=T.Q5_K):
+class Q5_K(_Q45K, qtype=T.Q5_K):
+    """layout: d, dmin (fp16), scales[12], qh[32] (5th bits), qs[128] (low 4 bits)"""
     nmax = 31
     ref_args = (-0.5, 0.1, 15)
     radii = (3, 2)
     clamp_ls = True
-
-    @classmethod
-    def _pack(cls, r):
-        B = r["q"].shape[0]
-        q = r["q"].reshape(B, QK_K)
-        out = np.empty((B, 176), np.uint8)
-        out[:, 0:2] = fp16_bytes(r["d"])
-        out[:, 2:4] = fp16_bytes(r["dmin"])
-        out[:, 4:16] = r["packed"]
-        out[:, 16:48] = pack_fields(q >> 4, 1, 32)            # 5th bits
-        out[:, 48:] = pack_fields(q, 4, 32)
-        return out
-
-    @classmethod
-    def _unpack_q(cls, b):
-        lo = unpack_fields(b[:, 48:176], 4, 32)
-        hi = unpack_fields(b[:, 16:48], 1, 32)
-        return (lo | (hi << 4)).reshape(-1, 8, 32)

@@ -8,7 +8,7 @@ Q3_K (110 bytes): hmask[32], qs[64], scales[12] (6-bit, stored +32), d (fp16);
 Algorithm: first exactly llama.cpp's (ggml-quants.c quantize_row_q{2,3}_K_ref without an
 imatrix, quantize_row_q{2,3}_K_impl with one), then a refinement pass that only keeps a change
 where it lowers the block's error sum(w*(x - x_hat)^2) (w = imatrix or 1), so the result is
-never worse than libggml's. The C kernels (native/q_k_low.c) mirror this file byte for byte:
+never worse than libggml's. The C kernels (native/q2_k_q3_k.c) mirror this file byte for byte:
 float32 in C's operation order, sequential sums, llama.cpp's nearest_int bit trick.
 """
 
@@ -26,9 +26,13 @@ from .searches import make_qkx, make_qp, make_qx
 F64 = np.float64
 
 
-def _block_weights(imatrix, nrows: int, n: int) -> np.ndarray:
-    """imatrix (n,) -> per-block importance (nrows*n/256, 256)."""
-    return block_weights(imatrix, nrows, QK_K)
+def _refine_inputs(x, imatrix):
+    """The refinement's view of rows x (nrows, n): values and weights (imatrix, or 1), both
+    (nb, 16, 16) float32."""
+    nrows, n = x.shape
+    nb = nrows * n // QK_K
+    w = np.ones((nb, QK_K), F32) if imatrix is None else block_weights(imatrix, nrows, QK_K)
+    return np.asarray(x, dtype=F32).reshape(nb, 16, 16), w.reshape(nb, 16, 16)
 
 
 # ---------------------------------------------------------------- llama.cpp's make_q3_quants
@@ -109,7 +113,7 @@ def q2_k_llama(x: np.ndarray, imatrix: np.ndarray | None):
             d = np.where(ps, max_scale / q4, F32(0))
             dmin = np.where(pm, max_min / q4, F32(0))
     else:
-        qw = _block_weights(imatrix, nrows, n)                       # (nb, 256)
+        qw = block_weights(imatrix, nrows, QK_K)                     # (nb, 256)
         sumx2 = seq_sum(xb * xb)
         sigma2 = sumx2 / F32(QK_K)
         weight = (qw * np.sqrt(sigma2[:, None] + xb * xb)).reshape(nb * 16, 16)
@@ -259,10 +263,7 @@ class Q2_K(QuantType, qtype=T.Q2_K):
     def quantize_rows(cls, x, imatrix=None):
         nrows, n = x.shape
         L, sb, d, dmin = q2_k_llama(x, imatrix)
-        nb = L.shape[0]
-        w = (np.ones((nb, QK_K), F32) if imatrix is None
-             else _block_weights(imatrix, nrows, n)).reshape(nb, 16, 16)
-        xb = np.asarray(x, dtype=F32).reshape(nb, 16, 16)
+        xb, w = _refine_inputs(x, imatrix)
         L, sc, m, d, dmin = _q2_refine(xb, w, L, (sb & 0xF).astype(np.int32),
                                        (sb >> 4).astype(np.int32), d, dmin)
         return q2_k_bytes(L, sc, m, d, dmin).reshape(nrows, cls.row_bytes(n))
@@ -326,7 +327,7 @@ def q3_k_llama(x: np.ndarray, imatrix: np.ndarray | None):
             ls = np.where(nz[:, None], np.clip(l, -32, 31) + 32, 0)
             d = np.where(nz, F32(1) / iscale, F32(0))
     else:
-        qw = _block_weights(imatrix, nrows, n)
+        qw = block_weights(imatrix, nrows, QK_K)
         sumx2 = seq_sum(xb * xb)
         sigma2 = (F32(2) * sumx2) / F32(QK_K)
         weight = (qw * np.sqrt(sigma2[:, None] + xb * xb)).reshape(nb * 16, 16)
@@ -363,10 +364,7 @@ class Q3_K(QuantType, qtype=T.Q3_K):
     def quantize_rows(cls, x, imatrix=None):
         nrows, n = x.shape
         L, ls, d = q3_k_llama(x, imatrix)
-        nb = L.shape[0]
-        w = (np.ones((nb, QK_K), F32) if imatrix is None
-             else _block_weights(imatrix, nrows, n)).reshape(nb, 16, 16)
-        xb = np.asarray(x, dtype=F32).reshape(nb, 16, 16)
+        xb, w = _refine_inputs(x, imatrix)
         q, sc, d = _q3_refine(xb, w, L - 4, ls - 32, d)
         return q3_k_bytes(q, sc, d).reshape(nrows, cls.row_bytes(n))
 

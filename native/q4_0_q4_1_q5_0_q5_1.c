@@ -1,5 +1,5 @@
 /* Q4_0, Q4_1, Q5_0, Q5_1: blocks of 32 with an fp16 scale (and fp16 min for _1).
- * Mirrors ggtool/quants/legacy.py byte for byte (see that module for the algorithm):
+ * Mirrors ggtool/quants/q4_0_q4_1_q5_0_q5_1.py byte for byte (see that module for the algorithm):
  * per block, candidates (llama.cpp's own scale/min first, then a scan with least-squares
  * refits) are evaluated on the stored fp16 values with quants re-rounded to the nearest
  * level, and the lowest error sum(w*(x - x_hat)^2) (w = imatrix or 1) is kept.
@@ -26,12 +26,12 @@
 static const float ones32[QK] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
                                  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
 
-/* must match legacy.py SYM_STEPS_PLAIN / ASYM_OFFSETS_PLAIN (no imatrix) */
+/* must match q4_0_q4_1_q5_0_q5_1.py SYM_STEPS_PLAIN / ASYM_OFFSETS_PLAIN (no imatrix) */
 static const float sym_steps_plain[] = {-8, -4, 4, 8};
 #define N_SYM_PLAIN 4
 static const float asym_offsets_plain[] = {-1.0f, -0.25f, 0.25f, 0.75f};
 #define N_ASYM_PLAIN 4
-/* must match legacy.py ASYM_SCAN (imatrix path) */
+/* must match q4_0_q4_1_q5_0_q5_1.py ASYM_SCAN (imatrix path) */
 #define ASYM_RMIN (-1.0f)
 #define ASYM_RDELTA 0.25f
 #define ASYM_NSTEP 7

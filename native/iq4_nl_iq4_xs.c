@@ -2,7 +2,7 @@
  * fp16 d, uint16 scales_h, scales_l[4], qs[128]); x_hat = d * (ls - 32) * KV[q] for IQ4_XS.
  * llama.cpp's search reproduced exactly, plus wider trials and a per-block choice among
  * candidates under the judging error sum(wm * (x - x_hat)^2), llama.cpp's own bytes first.
- * Mirrors ggtool/quants/iq4.py byte for byte: read that file for the algorithm. */
+ * Mirrors ggtool/quants/iq4_nl_iq4_xs.py byte for byte: read that file for the algorithm. */
 #include "ggq.h"
 
 /* the table, KV = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113} */
@@ -97,6 +97,18 @@ GGQ_INLINE float block_refit(const float *xb, const float *wm, const float *qv) 
     return sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
 }
 
+/* the least-squares scale sumqx/sumq2 of a trial: the first one sets (*d, *best), a later one
+ * replaces them where it fits better (larger sumqx^2/sumq2), as llama.cpp chooses */
+GGQ_INLINE void keep_ls_scale(int first, float sumqx, float sumq2, float *d, float *best) {
+    if (first) {
+        *d = sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
+        *best = *d * sumqx;
+    } else if (sumq2 > 0.0f && sumqx * sumqx > *best * sumq2) {
+        *d = sumqx / sumq2;
+        *best = *d * sumqx;
+    }
+}
+
 /* llama.cpp's scale (its 16 trials under wl) and the best least-squares scale under wm */
 GGQ_INLINE void block_search(const float *xb, const float *wl, const float *wm, float *d_ll,
                              float *d_m) {
@@ -126,13 +138,7 @@ GGQ_INLINE void block_search(const float *xb, const float *wl, const float *wm, 
                 sumqx += wq * xb[j];
                 sumq2 += wq * q[j];
             }
-            if (t < 0) {
-                d = sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
-                best = d * sumqx;
-            } else if (sumq2 > 0.0f && sumqx * sumqx > best * sumq2) {
-                d = sumqx / sumq2;
-                best = d * sumqx;
-            }
+            keep_ls_scale(t < 0, sumqx, sumq2, &d, &best);
         }
         float ax[4] = {0.0f, 0.0f, 0.0f, 0.0f}, a2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (int j = 0; j < 32; j += 4) {
@@ -142,13 +148,7 @@ GGQ_INLINE void block_search(const float *xb, const float *wl, const float *wm, 
             }
         }
         const float mqx = ggq_lanes4(ax), mq2 = ggq_lanes4(a2);
-        if (t < 0) {
-            dm = mq2 > 0.0f ? mqx / mq2 : 0.0f;
-            bestm = dm * mqx;
-        } else if (mq2 > 0.0f && mqx * mqx > bestm * mq2) {
-            dm = mqx / mq2;
-            bestm = dm * mqx;
-        }
+        keep_ls_scale(t < 0, mqx, mq2, &dm, &bestm);
     }
     *d_ll = d;
     *d_m = dm;

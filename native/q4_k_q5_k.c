@@ -1,5 +1,5 @@
 /* Q4_K and Q5_K: 256-value super-blocks, 8 sub-blocks of 32 with 6-bit scale and min.
- * Mirrors ggtool/quants/k_high.py byte for byte; the algorithm is described there:
+ * Mirrors ggtool/quants/q4_k_q5_k.py byte for byte; the algorithm is described there:
  *   stage 1: llama.cpp's search, reproduced exactly (make_qkx2/qkx3 + make_qp_quants);
  *   stage 2: a polish (neighbouring 6-bit scale/min pairs, least-squares d/dmin) kept per
  *            super-block only when its float64 error is lower.
@@ -482,7 +482,7 @@ static void write_block(const kparams_t *p, const kres_t *r, int b, uint8_t *y) 
     }
 }
 
-static int quantize_k_high(const kparams_t *p, const float *x, uint8_t *y, int64_t nrows,
+static int quantize_q45k(const kparams_t *p, const float *x, uint8_t *y, int64_t nrows,
                            int64_t n_per_row, const float *imatrix) {
     const int64_t nb_row = n_per_row / QK_K;
     const int64_t nsb = nrows * nb_row;
@@ -521,14 +521,14 @@ static int quantize_k_high(const kparams_t *p, const float *x, uint8_t *y, int64
 
 GGQ_ROWS(q4_k) {
     (void)isa;
-    return quantize_k_high(&Q4K, x, y, nrows, n_per_row, imatrix);
+    return quantize_q45k(&Q4K, x, y, nrows, n_per_row, imatrix);
 }
 
 GGQ_KERNEL(q4_k)
 
 GGQ_ROWS(q5_k) {
     (void)isa;
-    return quantize_k_high(&Q5K, x, y, nrows, n_per_row, imatrix);
+    return quantize_q45k(&Q5K, x, y, nrows, n_per_row, imatrix);
 }
 
 GGQ_KERNEL(q5_k)

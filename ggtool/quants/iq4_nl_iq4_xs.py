@@ -22,7 +22,7 @@ llama.cpp's bytes are always a candidate, so no block is ever worse than llama.c
 deliberate difference: a scale beyond fp16 range is clamped to 65504 where llama.cpp would
 store inf.) Our own sums use four interleaved lanes (lane_sum) so that the C loops vectorize.
 
-Mirrors native/q_iq4.c byte for byte (see primitives.py for the rules).
+Mirrors native/iq4_nl_iq4_xs.c byte for byte (see primitives.py for the rules).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 /* Q2_K and Q3_K: 256-value super-blocks of 16 sub-blocks of 16 values.
- * Mirrors ggtool/quants/k_low.py byte for byte: llama.cpp's algorithm (ggml-quants.c,
+ * Mirrors ggtool/quants/q2_k_q3_k.py byte for byte: llama.cpp's algorithm (ggml-quants.c,
  * quantize_row_q{2,3}_K_ref without an imatrix, quantize_row_q{2,3}_K_impl with one), then a
  * refinement that keeps a change only where it lowers the block's weighted squared error. */
 #include "ggq.h"
@@ -193,6 +193,21 @@ GGQ_INLINE float q3_cand(const float *x, const float *w, float dl, float *q) {
 }
 #endif
 
+/* per sub-block of 16, sum(w*(x - xh)^2) in 4 lanes */
+GGQ_INLINE void sub_errors(const float *x, const float *w, const float *xh, float *E) {
+    for (int j = 0; j < 16; j++) {
+        float acc[4] = {0, 0, 0, 0};
+        for (int g = 0; g < 16; g += 4) {
+            for (int k = 0; k < 4; k++) {
+                const int i = 16 * j + g + k;
+                const float d = x[i] - xh[i];
+                acc[k] += w[i] * d * d;
+            }
+        }
+        E[j] = ggq_lanes4(acc);
+    }
+}
+
 /* sums over 16 of w*a*b and of a*b, in lane order */
 GGQ_INLINE float lanes_dot3(const float *restrict w, const float *restrict a, const float *restrict b) {
     float acc[4] = {0, 0, 0, 0};
@@ -208,7 +223,7 @@ GGQ_INLINE float lanes_dot2(const float *restrict a, const float *restrict b) {
     return ggq_lanes4(acc);
 }
 
-/* Candidate steps per round (must match Q2_SEARCH / Q3_SEARCH in k_low.py). */
+/* Candidate steps per round (must match Q2_SEARCH / Q3_SEARCH in q2_k_q3_k.py). */
 #define Q2_NCAND 8
 static const float q2_steps[REFINE_ROUNDS][Q2_NCAND][2] = {
     {{-1, -1}, {-1, 0}, {-1, 1}, {0, -1}, {0, 1}, {1, -1}, {1, 0}, {1, 1}},
@@ -227,17 +242,9 @@ GGQ_INLINE void q2_refine(const float *x, const float *w, float *Lout, int *sc, 
     for (int i = 0; i < QK; i++) wx[i] = w[i] * x[i];
     for (int j = 0; j < 16; j++) {
         const float dl = D * s[j], ml = M * mm[j];
-        float acc[4] = {0, 0, 0, 0};
-        for (int g = 0; g < 16; g += 4) {
-            for (int k = 0; k < 4; k++) {
-                const int i = 16 * j + g + k;
-                xh[i] = dl * L[i] - ml;
-                const float d = x[i] - xh[i];
-                acc[k] += w[i] * d * d;
-            }
-        }
-        E[j] = ggq_lanes4(acc);
+        for (int i = 16 * j; i < 16 * j + 16; i++) xh[i] = dl * L[i] - ml;
     }
+    sub_errors(x, w, xh, E);
     const double E0 = err_f64(x, xh, w);
     for (int rnd = 0; rnd < REFINE_ROUNDS; rnd++) {
         for (int j = 0; j < 16; j++) {
@@ -316,17 +323,9 @@ GGQ_INLINE void q3_refine(const float *x, const float *w, float *qout, int *sc, 
     for (int i = 0; i < QK; i++) wx[i] = w[i] * x[i];
     for (int j = 0; j < 16; j++) {
         const float dl = D * s[j];
-        float acc[4] = {0, 0, 0, 0};
-        for (int g = 0; g < 16; g += 4) {
-            for (int k = 0; k < 4; k++) {
-                const int i = 16 * j + g + k;
-                xh[i] = dl * q[i];
-                const float d = x[i] - xh[i];
-                acc[k] += w[i] * d * d;
-            }
-        }
-        E[j] = ggq_lanes4(acc);
+        for (int i = 16 * j; i < 16 * j + 16; i++) xh[i] = dl * q[i];
     }
+    sub_errors(x, w, xh, E);
     const double E0 = err_f64(x, xh, w);
     for (int rnd = 0; rnd < REFINE_ROUNDS; rnd++) {
         for (int j = 0; j < 16; j++) {
