@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml setup.py scripts/install-llama-cpp.sh $(wildcard native
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	PYTHON=$(VPY) bash scripts/install-llama-cpp.sh
-	$(VPY) -m pip install -q --no-cache-dir -e '.[test]'
+	$(VPY) -m pip install -q --no-cache-dir -e '.[test,serve]'
 	$(VPY) -m ggtool doctor
 	@touch $@
 

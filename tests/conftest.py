@@ -88,3 +88,13 @@ def llama_cpp_ok():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def smollm2_q8_gguf(smollm2_checkpoint, tmp_path_factory):
+    """The real SmolLM2-135M-Instruct as a Q8_0 GGUF written by ggtool (from the unpacked checkpoint)."""
+    from ggtool.convert import convert
+
+    out = tmp_path_factory.mktemp("smollm2_q8") / "smollm2-135m.Q8_0.gguf"
+    convert(smollm2_checkpoint, out, "Q8_0", progress=False)
+    return out

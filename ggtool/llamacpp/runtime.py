@@ -16,7 +16,9 @@ class Model:
     """A GGUF loaded in llama.cpp: tokenize, logits, greedy generation."""
 
     def __init__(self, path: str | Path, n_ctx: int = 512, vocab_only: bool = False,
-                 logits_all: bool = True, n_threads: int | None = None, n_gpu_layers: int = 0):
+                 logits_all: bool = True, n_threads: int | None = None, n_gpu_layers: int = 0,
+                 **llama_kwargs):
+        """llama_kwargs go to llama_cpp.Llama as they are (n_batch, flash_attn, draft_model, ...)."""
         if not Path(path).is_file():
             raise InputError(f"no model file {path}", hint="give the path of a .gguf file")
         mod = llama_cpp()
@@ -27,7 +29,7 @@ class Model:
                 self.llm = mod.Llama(
                     model_path=self.path, n_ctx=n_ctx, vocab_only=vocab_only,
                     logits_all=logits_all, verbose=bool(os.environ.get("GGTOOL_DEBUG")),
-                    n_threads=n_threads, n_gpu_layers=n_gpu_layers, seed=0,
+                    n_threads=n_threads, n_gpu_layers=n_gpu_layers, **{"seed": 0, **llama_kwargs},
                 )
             except ValueError as e:
                 raise InputError(f"llama.cpp could not load {path}: {e}",
