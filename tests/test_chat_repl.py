@@ -51,13 +51,12 @@ def test_chat_session_in_a_terminal(smollm2_q8_gguf, tmp_path):
         child.expect("chat template: the model's own")
         prompt(child)
 
-        # 1. a question: the answer streams (arrives over several reads) and says Paris
+        # 1. a question: the answer says Paris (that it streams is shown in 4. below)
         t_sent = time.monotonic()
         child.sendline("What is the capital of France?")
         child.expect("Paris")
         prompt(child)
         reads = [d for t, d in child.logfile_read.reads if t >= t_sent]
-        assert len([d for d in reads if d.strip()]) >= 4, reads     # the echo, then the answer in pieces
         assert "tokens/s" in "".join(reads)          # --verbose stats after the answer
 
         # 2. a multi-line message: trailing backslash, then a paste block
@@ -93,7 +92,8 @@ def test_chat_session_in_a_terminal(smollm2_q8_gguf, tmp_path):
         child.expect(r"context: \d+/1024 tokens in use, 6 messages")
         prompt(child)
 
-        # 4. Ctrl-C mid-answer stops it and keeps the chat
+        # 4. Ctrl-C mid-answer stops it and keeps the chat; the words seen before Ctrl-C were on
+        #    the screen while the answer was still being generated: it streams
         child.sendline("/reset")
         prompt(child)
         child.sendline("Write a very long story about a dragon who learns to cook. Make it detailed.")
