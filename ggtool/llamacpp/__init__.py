@@ -1,6 +1,8 @@
 """The bridge to llama.cpp (through llama-cpp-python): loading the library, its logging.
 
     runtime.py    Model: load a GGUF, tokenize, logits, generate
+    context.py    LlamaModel/LlamaContext: the low-level runner (llama_batch, chosen logits,
+                  KV clear, cb_eval) that evaluate, speed and the imatrix collector use
     quantize.py   llama.cpp's own whole-file quantizer (llama_model_quantize), for
                   `bench --against llama.cpp` and as a yardstick
 The yardsticks only tests and benchmarks use (libggml's per-chunk quantizer, one-shot
