@@ -126,8 +126,11 @@ def check_levels(quants, against: str | None) -> list[str]:
 
 
 def resolve_model(model: str | Path) -> tuple[Path, str]:
-    """(path, "hf" | "gguf") of MODEL; a quantized GGUF is refused (it cannot be its own base)."""
+    """(path, "hf" | "gguf") of MODEL: a checkpoint folder, a GGUF, or a stored model's name (its
+    HF folder, else its unquantized GGUF). A quantized GGUF is refused: it cannot be the base."""
     p = Path(model)
+    if not p.exists():
+        p = _stored(str(model)) or p
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise InputError(f"{p} is a folder without config.json",
@@ -141,8 +144,28 @@ def resolve_model(model: str | Path) -> tuple[Path, str]:
                              "model as its base, to measure every level against",
                              hint="give the F16/BF16/F32 GGUF or the Hugging Face checkpoint folder it was made from")
         return p, "gguf"
-    raise InputError(f"{model} is neither a checkpoint folder nor a GGUF file",
+    raise InputError(f"{model} is neither a checkpoint folder, a GGUF file nor a stored model",
                      hint="give a Hugging Face checkpoint folder or an F32/F16/BF16 GGUF")
+
+
+def _stored(name: str) -> Path | None:
+    """A stored model's HF folder or unquantized GGUF (store.model_dir), if there is one."""
+    from . import store
+    from .errors import GgtoolError
+
+    try:
+        d = store.model_dir(name)
+    except GgtoolError:
+        return None
+    if (d / "hf" / "config.json").is_file():
+        return d / "hf"
+    for g in sorted(d.glob("*.gguf")):
+        try:
+            if set(gguf_facts(g)["types"]) <= FLOAT_TYPES:
+                return g
+        except GgtoolError:
+            continue
+    return None
 
 
 def _sidecar(path: Path) -> Path:

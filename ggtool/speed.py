@@ -63,8 +63,9 @@ def _generate(ctx, model: LlamaModel, n: int, rng) -> None:
 
 def measure(model, n_prompt: int = 512, n_gen: int = 128, reps: int = 5, *, threads: int | None = None,
             n_batch: int = 2048, n_ubatch: int = 512, warmup: bool = True, progress: bool = True,
-            n_gpu_layers: int = 0, seed: int = 0) -> dict[str, SpeedResult]:
-    """{"pp<n_prompt>": ..., "tg<n_gen>": ...} for a GGUF path or a loaded LlamaModel."""
+            n_gpu_layers: int = 0, seed: int = 0, flash_attn: bool | None = None) -> dict[str, SpeedResult]:
+    """{"pp<n_prompt>": ..., "tg<n_gen>": ...} for a GGUF path or a loaded LlamaModel.
+    flash_attn: None = llama.cpp's default (auto), as llama-bench."""
     owned = not isinstance(model, LlamaModel)
     m = LlamaModel(model, n_gpu_layers=n_gpu_layers) if owned else model
     threads = threads or default_threads()
@@ -76,7 +77,8 @@ def measure(model, n_prompt: int = 512, n_gen: int = 128, reps: int = 5, *, thre
             for kind, n in tests:
                 res = SpeedResult(f"{kind}{n}", n, threads)
                 batch = min(n_batch, n)
-                with m.context(n_ctx=n, n_batch=batch, n_ubatch=n_ubatch, n_threads=threads) as ctx:
+                with m.context(n_ctx=n, n_batch=batch, n_ubatch=n_ubatch, n_threads=threads,
+                               flash_attn=flash_attn) as ctx:
                     run = (lambda: _prompt(ctx, m, n, batch, rng)) if kind == "pp" else (lambda: _generate(ctx, m, n, rng))
                     if warmup:
                         _prompt(ctx, m, n, batch, rng) if kind == "pp" else _generate(ctx, m, 1, rng)

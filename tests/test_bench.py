@@ -202,6 +202,21 @@ def test_a_level_equal_to_the_base_has_zero_kld(tiny, capsys):
     assert row["pp_tps"] is None and row["tg_tps"] is None               # --reps 0: no speed test
 
 
+def test_a_stored_model_name_is_found_in_the_store(tiny, capsys, tmp_path, monkeypatch):
+    import shutil
+
+    from ggtool import store
+
+    monkeypatch.setenv("GGTOOL_HOME", str(tmp_path / "home"))
+    d = store.model_dir("tiny-test")
+    d.mkdir(parents=True)
+    shutil.copy(tiny["q8"], d / "tiny.Q8_0.gguf")                    # quantized: not a base
+    shutil.copy(tiny["f16"], d / "tiny.F16.gguf")
+    out, _ = run_ok(capsys, "bench", "tiny-test", "--quants", "Q8_0", "--json", "--chunks", "1", "--ctx", "64",
+                    "--reps", "0", "-q")
+    assert json.loads(out)["base"]["file"] == str(d / "tiny.F16.gguf")
+
+
 # ---------------------------------------------------------------------------- bad input
 
 def test_text_too_short_says_how_many_tokens_are_needed(tiny, capsys, tmp_path):
@@ -229,7 +244,7 @@ def test_unknown_level_lists_the_valid_ones(tiny, capsys, cache):
 
 def test_missing_model_and_bad_numbers(capsys, tmp_path, tiny):
     code, out, err = run_cli(capsys, "bench", tmp_path / "nope", *FAST)
-    assert_clean_failure(code, out, err, "neither a checkpoint folder nor a GGUF")
+    assert_clean_failure(code, out, err, "neither a checkpoint folder, a GGUF file nor a stored model")
     code, out, err = run_cli(capsys, "bench", tiny["f16"], "--max-kld", "0", *FAST)
     assert_clean_failure(code, out, err, "--max-kld")
 
