@@ -11,9 +11,10 @@ speed figures against a direct llama-cpp-python measurement of the same files in
 3. Speed check: pp512 and tg128 of a few of those files by ggtool (ggtool.speed, the numbers
    bench reports) and by llama-cpp-python's high-level `Llama` (its own eval loop: one
    `eval(512 tokens)`, then 128 x `eval([token])`, flash attention on as llama.cpp's "auto"
-   picks on CPU), interleaved round by round. Ratio ggtool/direct per test; the goal is >= 0.97.
+   picks on CPU), interleaved round by round, the order swapped every other round. Ratio
+   ggtool/direct: the median of the per-round ratios; the goal is >= 0.97.
 
-Usage: python benchmarks/bench_smollm2.py [--chunks 16] [--reps 5] [--threads N] [--rounds 5]
+Usage: python benchmarks/bench_smollm2.py [--chunks 16] [--reps 5] [--threads N] [--rounds 9]
                                           [--plot docs/bench-smollm2.png] [--keep DIR] [--json FILE]
 Tables go to stdout, progress to stderr. Without --keep everything is made in a temporary folder.
 """
@@ -79,6 +80,8 @@ def direct_speed(path: Path, threads: int, n_prompt: int = 512, n_gen: int = 128
 
 
 def speed_check(files: list[tuple[str, Path]], threads: int, rounds: int) -> list[dict]:
+    """Per file, `rounds` rounds of [ggtool pp512+tg128, direct pp512+tg128], the order swapped
+    every other round (load drifts on a shared machine); ratio = median of the per-round ratios."""
     from ggtool.llamacpp.context import LlamaModel
     from ggtool.speed import measure
 
@@ -88,18 +91,55 @@ def speed_check(files: list[tuple[str, Path]], threads: int, rounds: int) -> lis
         pp_d, tg_d, keep = direct_speed(path, threads)
         s = {"pp_g": [], "pp_d": [], "tg_g": [], "tg_d": []}
         with LlamaModel(path) as m:
-            for _ in range(rounds):
+            def ours():
                 r = measure(m, reps=1, threads=threads, progress=False)   # fresh context + warm-up, as bench
                 s["pp_g"].append(r["pp512"].samples_ts[0])
-                s["pp_d"].append(pp_d())
                 s["tg_g"].append(r["tg128"].samples_ts[0])
+
+            def direct():
+                s["pp_d"].append(pp_d())
                 s["tg_d"].append(tg_d())
+
+            for i in range(rounds):
+                for fn in ((ours, direct) if i % 2 == 0 else (direct, ours)):
+                    fn()
         del keep
+        ratios = {k: [g / d for g, d in zip(s[f"{k}_g"], s[f"{k}_d"])] for k in ("pp", "tg")}
         med = {k: statistics.median(v) for k, v in s.items()}
+        q = {k: statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3 for k, v in ratios.items()}
         out.append({"file": label, **{k: round(v, 2) for k, v in med.items()},
-                    "pp_ratio": round(med["pp_g"] / med["pp_d"], 3), "tg_ratio": round(med["tg_g"] / med["tg_d"], 3),
-                    "samples": s})
+                    "pp_ratio": round(statistics.median(ratios["pp"]), 3),
+                    "tg_ratio": round(statistics.median(ratios["tg"]), 3),
+                    "pp_ratio_iqr": [round(q["pp"][0], 3), round(q["pp"][2], 3)],
+                    "tg_ratio_iqr": [round(q["tg"][0], 3), round(q["tg"][2], 3)], "samples": s})
     return out
+
+
+def wrapper_overhead(path: Path, n: int = 20000) -> tuple[float, float]:
+    """Seconds ggtool's runner spends around one llama_decode call (llama_decode stubbed out):
+    (single-token decode, 512-token decode). Independent of the machine's load, unlike t/s."""
+    import types
+
+    from ggtool.llamacpp.context import LlamaModel
+
+    with LlamaModel(path) as m, m.context(n_ctx=512, n_threads=1) as c:
+        real = c._mod
+        fake = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real) if not k.startswith("__")})
+        fake.llama_decode = lambda ctx, batch: 0
+        c._mod = fake
+        try:
+            t0 = time.perf_counter()
+            for i in range(n):
+                c.decode([1], outputs=[0], pos0=i % 256, fetch=False)
+            one = (time.perf_counter() - t0) / n
+            toks = np.arange(512, dtype=np.int32)
+            t0 = time.perf_counter()
+            for _ in range(n // 40):
+                c.decode(toks, outputs=[511], pos0=0, fetch=False)
+            full = (time.perf_counter() - t0) / (n // 40)
+        finally:
+            c._mod = real
+    return one, full
 
 
 def main() -> None:
@@ -108,7 +148,7 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--reps", type=int, default=5, help="bench's speed repetitions")
     ap.add_argument("--threads", type=int, default=None, help="default: all cores")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the speed check")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds of the speed check")
     ap.add_argument("--noise", type=float, default=0.05)
     ap.add_argument("--plot", default=None)
     ap.add_argument("--keep", default=None, help="work folder to keep (and resume from)")
@@ -151,18 +191,24 @@ def main() -> None:
     files = [(f"{res.base['type']} base", Path(res.base["file"])), ("Q4_K_M ggtool", rows[("Q4_K_M", "ggtool")]),
              ("Q8_0 ggtool", rows[("Q8_0", "ggtool")])]
     checks = speed_check(files, threads, args.rounds)
-    print("\n| file | pp512 ggtool | pp512 direct | ratio | tg128 ggtool | tg128 direct | ratio |")
+    print("\n| file | pp512 ggtool | pp512 direct | ratio (IQR) | tg128 ggtool | tg128 direct | ratio (IQR) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for c in checks:
-        print(f"| {c['file']} | {c['pp_g']:.1f} | {c['pp_d']:.1f} | {c['pp_ratio']:.3f} | "
-              f"{c['tg_g']:.1f} | {c['tg_d']:.1f} | {c['tg_ratio']:.3f} |")
+        print(f"| {c['file']} | {c['pp_g']:.1f} | {c['pp_d']:.1f} | {c['pp_ratio']:.3f} "
+              f"({c['pp_ratio_iqr'][0]:.3f}-{c['pp_ratio_iqr'][1]:.3f}) | {c['tg_g']:.1f} | {c['tg_d']:.1f} | "
+              f"{c['tg_ratio']:.3f} ({c['tg_ratio_iqr'][0]:.3f}-{c['tg_ratio_iqr'][1]:.3f}) |")
     worst = min(min(c["pp_ratio"], c["tg_ratio"]) for c in checks)
     print(f"\nspeed check: worst ratio ggtool/direct {worst:.3f} ({'>=' if worst >= 0.97 else '<'} 0.97), "
-          f"medians of {args.rounds} interleaved rounds, {threads} threads")
+          f"median of {args.rounds} per-round ratios (order alternated), {threads} threads; t/s: medians")
+    one, full = wrapper_overhead(files[0][1])
+    tg_s = 1.0 / min(c["tg_g"] for c in checks)
+    print(f"ggtool's runner around llama_decode: {one * 1e6:.1f} us per 1-token call ({100 * one / tg_s:.2f}% of "
+          f"the slowest tg128 token here), {full * 1e6:.1f} us per 512-token call")
     print(f"total run time {(time.perf_counter() - t_all) / 60:.1f} min")
     if args.json:
         Path(args.json).write_text(json.dumps({"bench": res.to_json(), "details": res.extra["details"],
-                                               "bench_seconds": bench_s, "speed_check": checks}, indent=1))
+                                               "bench_seconds": bench_s, "speed_check": checks,
+                                               "wrapper_overhead_s": [one, full]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -347,3 +347,18 @@ def test_smollm2_bench_perplexity_equals_a_numpy_forward_pass(smollm2_checkpoint
     (q8,) = doc["rows"]
     assert 0 < q8["kld_mean"] < 0.02 and q8["ppl"] == pytest.approx(doc["base"]["ppl"], rel=0.05)
     assert q8["pp_tps"] > 0 and q8["tg_tps"] > 0
+
+
+def test_cli_runner_help_and_error_path(tiny):
+    """Through click's CliRunner too: the commands are listed, errors are Error:/Hint: on stderr."""
+    from click.testing import CliRunner
+
+    from ggtool.cli import cli
+
+    res = CliRunner().invoke(cli, ["--help"], catch_exceptions=False)
+    assert "bench" in res.stdout and "compare" in res.stdout
+    res = CliRunner().invoke(cli, ["bench", str(tiny["f16"]), "--quants", "Q9_K"], catch_exceptions=False)
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr.startswith("Error: unknown quantization level 'Q9_K'") and "Hint: " in res.stderr
+    res = CliRunner().invoke(cli, ["bench", str(tiny["f16"]), "--json", "--csv"], catch_exceptions=False)
+    assert res.exit_code == 2 and "--json or --csv" in res.stderr
