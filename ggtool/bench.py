@@ -149,23 +149,21 @@ def resolve_model(model: str | Path) -> tuple[Path, str]:
 
 
 def _stored(name: str) -> Path | None:
-    """A stored model's HF folder or unquantized GGUF (store.model_dir), if there is one."""
+    """A stored model's GGUF (store.find): NAME:QUANT as named, or for a bare NAME its unquantized
+    quant if one is stored (else its only quant, which resolve_model then refuses as quantized)."""
     from . import store
     from .errors import GgtoolError
 
     try:
-        d = store.model_dir(name)
+        hits = store.find(name)
     except GgtoolError:
         return None
-    if (d / "hf" / "config.json").is_file():
-        return d / "hf"
-    for g in sorted(d.glob("*.gguf")):
-        try:
-            if set(gguf_facts(g)["types"]) <= FLOAT_TYPES:
-                return g
-        except GgtoolError:
-            continue
-    return None
+    floats = [h for h in hits if h.quant.upper() in FLOAT_TYPES]
+    pick = floats[0] if floats else (hits[0] if len(hits) == 1 else None)
+    try:
+        return pick.path if pick is not None and pick.path.is_file() else None
+    except GgtoolError:
+        return None
 
 
 def _sidecar(path: Path) -> Path:

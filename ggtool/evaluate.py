@@ -58,7 +58,7 @@ BLOCK_ROWS = 32                    # rows of float64 vocab-wide temporaries at a
 
 def default_text() -> str:
     """The evaluation text shipped with ggtool (ggtool/data/eval-alice29.txt)."""
-    return resources.files("ggtool").joinpath("data", DEFAULT_TEXT).read_text(encoding="utf-8")
+    return resources.files("ggtool").joinpath(f"data/{DEFAULT_TEXT}").read_text(encoding="utf-8")
 
 
 def read_text(path: str | Path | None) -> tuple[str, str]:

@@ -202,19 +202,20 @@ def test_a_level_equal_to_the_base_has_zero_kld(tiny, capsys):
     assert row["pp_tps"] is None and row["tg_tps"] is None               # --reps 0: no speed test
 
 
-def test_a_stored_model_name_is_found_in_the_store(tiny, capsys, tmp_path, monkeypatch):
-    import shutil
+def test_a_stored_model_name_is_found_in_the_store(tiny, capsys, monkeypatch):
+    """NAME resolves through the store (store.find); its unquantized quant is the base."""
+    from types import SimpleNamespace
 
     from ggtool import store
 
-    monkeypatch.setenv("GGTOOL_HOME", str(tmp_path / "home"))
-    d = store.model_dir("tiny-test")
-    d.mkdir(parents=True)
-    shutil.copy(tiny["q8"], d / "tiny.Q8_0.gguf")                    # quantized: not a base
-    shutil.copy(tiny["f16"], d / "tiny.F16.gguf")
+    stored = [SimpleNamespace(quant="Q8_0", path=tiny["q8"]), SimpleNamespace(quant="F16", path=tiny["f16"])]
+    monkeypatch.setattr(store, "find", lambda tag: stored if tag == "tiny-test" else [])
     out, _ = run_ok(capsys, "bench", "tiny-test", "--quants", "Q8_0", "--json", "--chunks", "1", "--ctx", "64",
                     "--reps", "0", "-q")
-    assert json.loads(out)["base"]["file"] == str(d / "tiny.F16.gguf")
+    assert json.loads(out)["base"]["file"] == str(tiny["f16"])
+    monkeypatch.setattr(store, "find", lambda tag: stored[:1])             # only a quantized one
+    code, out, err = run_cli(capsys, "bench", "tiny-test", *FAST)
+    assert_clean_failure(code, out, err, "is quantized (Q8_0)")
 
 
 # ---------------------------------------------------------------------------- bad input
