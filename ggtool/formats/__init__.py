@@ -7,4 +7,5 @@
     hf_writer.py     a Hugging Face checkpoint folder (safetensors + JSON), atomic
     dtypes.py        the one table of GGUF value types <-> struct/numpy formats
     mmap_hints.py    page hints for streaming tensors out of a read-only map
+    imatrix.py       importance matrices: llama.cpp's GGUF imatrix format and legacy .dat
 """
