@@ -19,7 +19,7 @@ import numpy as np
 from . import quants
 from .errors import BadWeights
 from .formats.gguf_writer import GGUFOutput
-from .plan import Plan, make_plan
+from .plan import FLOAT_TYPES, Plan, TensorPlan, make_plan, tensor_nbytes
 from .sources import Source, open_source
 
 
@@ -31,6 +31,7 @@ class ConvertResult:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)   # what the user should know about the result
+    allocation: object = None   # plan.allocate.Allocation when the sensitivity rules chose the types
 
     @property
     def n_tensors(self) -> int:
@@ -68,19 +69,80 @@ def _progress(total: int, enabled: bool):
                 disable=None if enabled else True, dynamic_ncols=True, leave=False)  # None: only on a TTY
 
 
+def _imatrix_for(x: np.ndarray, shape, w: np.ndarray | None, first: int):
+    """Importance weights for piece x of a tensor of `shape`, as llama-quantize hands them over:
+    (n,) for a matrix; for a MoE's stacked experts (n_expert, n) rows, those of the experts in
+    this piece (experts first..first+k-1). None when absent or (token_embd only: check_for_model
+    refuses it elsewhere) of another width."""
+    if w is None:
+        return None
+    n = shape[-1]
+    n_mat = shape[0] if len(shape) == 3 else 1
+    if w.size != n * n_mat:
+        return None
+    if len(shape) != 3:
+        return w
+    k = x.shape[0] if x.ndim == 3 else 1
+    return w.reshape(n_mat, n)[first:first + k].reshape(k, n) if x.ndim == 3 else w.reshape(n_mat, n)[first]
+
+
+def given_plan(src: Source, mix: str, types: dict) -> Plan:
+    """A plan from types chosen elsewhere ({name: type}); general.file_type is the mix's."""
+    from .plan.llamacpp import get_mix
+
+    plan = Plan(mix=mix.upper(), rules="given", file_type=get_mix(mix).ftype)
+    for name, shape in src.tensors:
+        t = types[name]
+        plan.tensors.append(TensorPlan(name, tuple(int(s) for s in shape), t, tensor_nbytes(t, shape), t))
+    return plan
+
+
 def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threads: int | None = None,
-            progress: bool = True, log=None, source: Source | None = None, **mix_opts) -> ConvertResult:
+            progress: bool = True, log=None, source: Source | None = None, imatrix=None,
+            types: dict | None = None, sync: bool = True, **mix_opts) -> ConvertResult:
     """Write `out_path` from `src_path` with every tensor typed by `mix` under `rules`
-    (plan.RULES: "plain" for `--type`, "llama.cpp" for llama-quantize's mixes)."""
+    (plan.RULES: "plain" for `--type`, "llama.cpp" for llama-quantize's mixes, "sensitivity"
+    for measured allocation: then target_bpw= / max_size= set another budget).
+
+    imatrix: a formats.imatrix.IMatrix or a path to one: the quantizer's importance weights,
+    matched by tensor name as llama-quantize does (and the llama.cpp rules see
+    imatrix_available). types: {name: type} chosen elsewhere (overrides `rules`).
+    sync=False: no fdatasync at commit (scratch files)."""
     t0 = time.perf_counter()
     log = log or (lambda msg: None)
     src = source or open_source(src_path)
     try:
         for w in src.warnings:
             log(f"warning: {w}")
-        plan = make_plan(src, mix, rules, **mix_opts)
-        notes = [n for n in [plan.fallback_note()] if n]
-        out = GGUFOutput(out_path, src.metadata(), plan)
+        if imatrix is not None and not hasattr(imatrix, "entries"):
+            from .formats.imatrix import read as read_imatrix
+            imatrix = read_imatrix(imatrix)
+        details: dict = {}
+        if types is not None:
+            plan = given_plan(src, mix, types)
+        elif rules == "sensitivity":
+            plan = make_plan(src, mix, rules, src=src, src_path=src_path, imatrix=imatrix, threads=threads,
+                             progress=progress, log=log, out_dir=Path(out_path).parent, details=details,
+                             **mix_opts)
+        else:
+            if imatrix is not None and rules == "llama.cpp":
+                mix_opts["imatrix_available"] = True
+            plan = make_plan(src, mix, rules, **mix_opts)
+        if imatrix is not None:
+            from .formats.imatrix import check_for_model
+            check_for_model(imatrix, src.tensors, {t.name for t in plan if t.type not in FLOAT_TYPES})
+        notes = [n for n in [plan.fallback_note()] if n and types is None and rules != "sensitivity"]
+        md = src.metadata()
+        alloc = details.get("allocation")
+        if alloc is not None:  # where `ggtool show --tensors` finds the sensitivity
+            md.add_string("ggtool.sensitivity.key", alloc.sens_key)
+        if imatrix is not None:  # as llama-quantize records it
+            if imatrix.datasets:
+                md.add_string("quantize.imatrix.dataset", imatrix.datasets[0])
+            md.add_int32("quantize.imatrix.entries_count", len(imatrix.entries))
+            if imatrix.chunk_count > 0:
+                md.add_int32("quantize.imatrix.chunks_count", imatrix.chunk_count)
+        out = GGUFOutput(out_path, md, plan)
         with out:
             out.begin()
             # read the next piece while this one is quantized (two pieces in memory at most);
@@ -88,6 +150,7 @@ def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threa
             with _progress(out.total_bytes, progress) as bar, ThreadPoolExecutor(1) as reader:
                 pieces = _pieces(src, plan)
                 pending = reader.submit(next, pieces, None)
+                done: dict[str, int] = {}  # experts of a stacked tensor written so far
                 try:
                     while (item := pending.result()) is not None:
                         t, x = item
@@ -98,14 +161,18 @@ def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threa
                             bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
                             raise BadWeights(f"tensor {name!r} holds {bad} NaN/Inf value(s)")
                         quants.check_range(x, t.type, name)
-                        data = quants.quantize(x, t.type, threads=threads, name=name, finite_known=True)
+                        im = None
+                        if imatrix is not None and t.type not in FLOAT_TYPES:
+                            im = _imatrix_for(x, t.shape, imatrix.weights(name), done.get(name, 0))
+                        done[name] = done.get(name, 0) + (x.shape[0] if len(t.shape) == 3 else 1)
+                        data = quants.quantize(x, t.type, imatrix=im, threads=threads, name=name, finite_known=True)
                         out.write(name, data)
                         bar.update(data.nbytes)
                         del x, data, item
                 finally:
                     pending.cancel()
-            path = out.commit()
+            path = out.commit(sync=sync)
     finally:
         src.close()
     return ConvertResult(path=path, plan=plan, nbytes=path.stat().st_size, seconds=time.perf_counter() - t0,
-                         warnings=list(src.warnings), notes=notes)
+                         warnings=list(src.warnings), notes=notes, allocation=alloc)
