@@ -75,8 +75,15 @@ def _quant_rules() -> list[str]:
 def quant_options(f):
     """Options shared by `convert --quant` and `quantize`."""
     opts = [
-        click.option("--rules", default="llama.cpp", show_default=True, type=click.Choice(_quant_rules()),
-                     help="how each tensor's type is chosen within the mix"),
+        click.option("--rules", default="sensitivity", show_default=True, type=click.Choice(_quant_rules()),
+                     help="sensitivity: the mix's byte size, bits placed by this model's measured per-tensor "
+                          "KLD sensitivity (measured once, then cached); llama.cpp: llama-quantize's fixed rules"),
+        click.option("--imatrix", "imatrix_file", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="importance matrix (from ggtool imatrix or llama-imatrix; GGUF or legacy .dat)"),
+        click.option("--target-bpw", type=float, default=None,
+                     help="budget in bits per weight instead of the mix's size (sensitivity rules)"),
+        click.option("--max-size", default=None, metavar="SIZE",
+                     help="largest file, e.g. 4GB, 750MB, 123456789 (sensitivity rules)"),
         click.option("--tensor-type", "tensor_types", multiple=True, metavar="REGEX=TYPE",
                      help="force a type for tensors whose name matches REGEX (repeatable)"),
         click.option("--output-tensor-type", default=None, help="type for output.weight"),
@@ -97,6 +104,33 @@ def mix_opts(tensor_types, output_tensor_type, token_embedding_type) -> dict:
             "output_type": output_tensor_type, "token_embd_type": token_embedding_type}
 
 
+def parse_size(s: str) -> int:
+    """'4GB', '750MB', '1.5GiB', '123456' -> bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?i?B?)?\s*", s or "", re.IGNORECASE)
+    unit = (m.group(2) or "").upper().rstrip("B") if m else None
+    mult = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
+    if unit not in mult:
+        raise click.BadParameter(f"{s!r} is not a size (e.g. 4GB, 750MB, 123456789)", param_hint="--max-size")
+    return int(float(m.group(1)) * mult[unit])
+
+
+def quant_kwargs(rules, imatrix_file, target_bpw, max_size, tensor_types, output_tensor_type,
+                 token_embedding_type) -> dict:
+    """convert()'s keyword arguments for `--quant` from the shared options."""
+    if (target_bpw is not None or max_size is not None) and rules != "sensitivity":
+        raise click.UsageError("--target-bpw/--max-size need --rules sensitivity")
+    if target_bpw is not None and max_size is not None:
+        raise click.UsageError("give --target-bpw or --max-size, not both")
+    kw = {"rules": rules, "imatrix": imatrix_file, **mix_opts(tensor_types, output_tensor_type, token_embedding_type)}
+    if target_bpw is not None:
+        kw["target_bpw"] = target_bpw
+    if max_size is not None:
+        kw["max_size"] = parse_size(max_size)
+    return kw
+
+
 def report(res, as_json: bool) -> None:
     counts = res.plan.type_counts()
     summary = {
@@ -105,6 +139,11 @@ def report(res, as_json: bool) -> None:
         "seconds": round(res.seconds, 2), "tensor_types": dict(counts),
         "warnings": res.warnings, "notes": res.notes,
     }
+    a = res.allocation
+    if a is not None:
+        summary["allocation"] = {"budget_bytes": a.budget, "allocated_bytes": a.used, "mix_bytes": a.mix_bytes,
+                                 "predicted_kld": a.predicted, "predicted_kld_mix": a.predicted_mix,
+                                 "imatrix_weighted": a.weighted, "summary": a.summary}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -113,6 +152,8 @@ def report(res, as_json: bool) -> None:
         f"{res.bits_per_weight:.2f} bits/weight, {res.seconds:.1f} s")
     for note in res.notes:
         say(f"note: {note}")
+    if a is not None:
+        say(f"allocation: {a.summary}")
 
 
 @cli.command()
@@ -124,8 +165,8 @@ def report(res, as_json: bool) -> None:
 @click.option("--quant", default=None, metavar="MIX",
               help="quantize in the same pass: " + _mix_names())
 @quant_options
-def convert(src, out, out_type, quant, rules, tensor_types, output_tensor_type, token_embedding_type,
-            threads, as_json, quiet):
+def convert(src, out, out_type, quant, rules, imatrix_file, target_bpw, max_size, tensor_types,
+            output_tensor_type, token_embedding_type, threads, as_json, quiet):
     """Convert a Hugging Face checkpoint folder (or a GGUF) to GGUF.
 
     With --quant, safetensors go straight to the quantized GGUF: no F16 file in between.
@@ -137,9 +178,12 @@ def convert(src, out, out_type, quant, rules, tensor_types, output_tensor_type, 
     if out_type and quant:
         raise click.UsageError("give --type or --quant, not both")
     if quant:
-        res = do_convert(src, out, quant, rules=rules, threads=threads, progress=not quiet, log=say,
-                         **mix_opts(tensor_types, output_tensor_type, token_embedding_type))
+        res = do_convert(src, out, quant, threads=threads, progress=not quiet, log=say,
+                         **quant_kwargs(rules, imatrix_file, target_bpw, max_size, tensor_types,
+                                        output_tensor_type, token_embedding_type))
     else:
+        if imatrix_file or target_bpw is not None or max_size is not None:
+            raise click.UsageError("--imatrix/--target-bpw/--max-size go with --quant")
         if tensor_types or output_tensor_type or token_embedding_type:
             raise click.UsageError("--tensor-type/--output-tensor-type/--token-embedding-type go with --quant")
         res = do_convert(src, out, (out_type or "F16").upper(), threads=threads, progress=not quiet, log=say)
@@ -152,8 +196,8 @@ def convert(src, out, out_type, quant, rules, tensor_types, output_tensor_type, 
 @click.option("--quant", required=True, metavar="MIX", help="Q2_K .. Q8_0, see `ggtool convert --help`")
 @click.option("--allow-requantize", is_flag=True, help="accept an already quantized input (loses quality)")
 @quant_options
-def quantize(src, out, quant, allow_requantize, rules, tensor_types, output_tensor_type, token_embedding_type,
-             threads, as_json, quiet):
+def quantize(src, out, quant, allow_requantize, rules, imatrix_file, target_bpw, max_size, tensor_types,
+             output_tensor_type, token_embedding_type, threads, as_json, quiet):
     """Quantize an F32/F16/BF16 GGUF (as llama-quantize does)."""
     from .convert import convert as do_convert
     from .errors import InputError
@@ -168,8 +212,13 @@ def quantize(src, out, quant, allow_requantize, rules, tensor_types, output_tens
     if source.is_quantized and not allow_requantize:
         source.close()
         raise InputError(f"{src} is already quantized", hint="quantize from an F32/F16/BF16 GGUF, or pass --allow-requantize")
-    res = do_convert(src, out, quant, rules=rules, threads=threads, progress=not quiet, log=say, source=source,
-                     **mix_opts(tensor_types, output_tensor_type, token_embedding_type))
+    try:
+        kw = quant_kwargs(rules, imatrix_file, target_bpw, max_size, tensor_types, output_tensor_type,
+                          token_embedding_type)
+    except BaseException:
+        source.close()
+        raise
+    res = do_convert(src, out, quant, threads=threads, progress=not quiet, log=say, source=source, **kw)
     report(res, as_json)
 
 
@@ -406,6 +455,65 @@ def compare(model_a, model_b, prompts, max_tokens, chunks, ctx, text_path, threa
         click.echo(json.dumps(res.to_json(), indent=2))
     else:
         click.echo(side_by_side(res, width=shutil.get_terminal_size((100, 24)).columns))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tensors", "per_tensor", is_flag=True, help="one line per tensor: type, bits/weight, share of predicted KLD")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON on stdout")
+def show(model, per_tensor, as_json):
+    """What a GGUF file holds (with --tensors: each tensor's type, bits per weight and, when
+    ggtool measured the model's sensitivity, its share of the predicted KLD)."""
+    from .plan.allocate import show_tensors
+
+    info = show_tensors(model)
+    if as_json:
+        click.echo(json.dumps(info if per_tensor else {k: v for k, v in info.items() if k != "tensors"}, indent=2))
+        return
+    s = info["sensitivity"]
+    if per_tensor:
+        click.echo(f"{'tensor':<36} {'type':>6} {'bits/w':>7} {'KLD share':>9}")
+        for r in info["tensors"]:
+            share = r.get("kld_share_pct")
+            click.echo(f"{r['name']:<36} {r['type']:>6} {r['bits_per_weight']:>7.3f} "
+                       f"{'' if share is None else f'{share:.1f}%':>9}")
+    click.echo(f"{len(info['tensors'])} tensors, {info['params']:,} weights, {info['bits_per_weight']:.3f} bits/weight")
+    if s is None:
+        say("no sensitivity cache for this file's model (it is made by ggtool convert/quantize --quant)")
+    else:
+        say(f"predicted KLD {s['predicted_kld']:.4g} (sensitivity {s['key']}, "
+            f"{'imatrix-weighted' if s['imatrix_weighted'] else 'data-free'} errors)")
+
+
+@cli.command("imatrix")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=str), help="imatrix file to write (GGUF)")
+@click.option("--text", "text_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="calibration text (default: the text shipped with ggtool)")
+@click.option("--chunks", type=int, default=None, help="use at most N chunks of the text")
+@click.option("--ctx", "n_ctx", type=int, default=512, show_default=True, help="tokens per chunk")
+@click.option("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+def imatrix_cmd(model, out, text_file, chunks, n_ctx, threads, quiet):
+    """Collect an importance matrix of MODEL (a GGUF) on calibration text, as llama-imatrix does."""
+    import time
+    from pathlib import Path
+
+    from .errors import InputError
+    from .formats.imatrix import write_gguf
+    from .imatrix import collect
+
+    t0 = time.perf_counter()
+    text, name = None, "calibration.txt (ggtool default)"
+    if text_file:
+        try:
+            text, name = Path(text_file).read_text(encoding="utf-8"), Path(text_file).name
+        except UnicodeDecodeError as e:
+            raise InputError(f"{text_file} is not UTF-8 text ({e.reason})", hint="convert it to UTF-8 first") from None
+    im = collect(model, text, chunks=chunks, n_ctx=n_ctx, threads=threads, progress=not quiet, dataset=name)
+    path = write_gguf(im, out)
+    say(f"wrote {path}: {len(im.entries)} matrices, {im.chunk_count} chunks of {n_ctx} tokens from {name}, "
+        f"{time.perf_counter() - t0:.1f} s")
 
 
 @cli.command()

@@ -179,13 +179,15 @@ class GGUFOutput:
             except OSError:
                 pass
 
-    def commit(self) -> Path:
+    def commit(self, sync: bool = True) -> Path:
+        """sync=False: no fdatasync (scratch files that are thrown away: sensitivity probes)."""
         if self._next != len(self._plan):
             raise RuntimeError(f"only {self._next} of {len(self._plan)} tensors written")
         try:
             for f in self.writer.fout or []:
                 f.flush()
-                os.fdatasync(f.fileno()) if hasattr(os, "fdatasync") else os.fsync(f.fileno())
+                if sync:
+                    os.fdatasync(f.fileno()) if hasattr(os, "fdatasync") else os.fsync(f.fileno())
             self.writer.close()
             os.replace(self.tmp, self.path)
         except OSError as e:

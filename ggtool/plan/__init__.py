@@ -8,6 +8,8 @@ size from its shape and type (gguf-py's block sizes), as llama.cpp's llama-quant
 per-tensor metadata in a first loop and uses it in the main loop. Rule sets register by name:
     plain       `convert --type`: one type for every matrix (convert_hf_to_gguf's way)
     llama.cpp   `--quant MIX --rules llama.cpp`: exactly llama-quantize's choice per tensor
+    sensitivity `--quant MIX` (default): the mix's size, bits placed by measured per-tensor
+                KLD sensitivity (sensitivity.py measures and caches, allocate.py allocates)
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def make_plan(source, mix: str, rules: str = "plain", **opts) -> Plan:
 
 
 # the rule sets register themselves
-from . import plain, llamacpp  # noqa: E402,F401
+from . import plain, llamacpp, allocate  # noqa: E402,F401
 
 
 __all__ = ["Plan", "TensorPlan", "ModelInfo", "RULES", "rule_set", "make_plan", "tensor_nbytes"]
