@@ -109,6 +109,8 @@ def _convert_into(src: Path, p: Plan, d: Path, progress, threads, log) -> dict:
     out = d / f"{p.name.split('/')[-1]}-{p.quant}.gguf"
     res = convert(src, out, p.quant, rules=p.rules, threads=threads, progress=progress, log=log)
     log(f"converted to {p.quant}: {res.n_tensors} tensors, {res.bits_per_weight:.2f} bits/weight, {res.seconds:.1f} s")
+    if res.allocation is not None:  # the sensitivity rules: what the measured allocation did
+        log(f"allocation: {res.allocation.summary}")
     return {"files": [store.file_entry(res.path)], "rules": res.plan.rules,
             "architecture": p.architecture, "parameters": res.n_params,
             "tensor_types": dict(Counter(res.types.values()).most_common()),
