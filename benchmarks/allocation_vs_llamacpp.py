@@ -63,7 +63,8 @@ def types_of(path) -> dict:
 
 def run_model(name: str, work: Path, args, log) -> dict:
     t0 = time.perf_counter()
-    f16 = MODELS[name](work)
+    f16 = MODELS[name](work) if name in MODELS else Path(name)  # or an F16 GGUF of your own
+    name = name if name in MODELS else f16.stem
     log(f"[{name}] base {f16.name} ({f16.stat().st_size / 1e6:.0f} MB), {time.perf_counter() - t0:.0f} s")
     imf = work / f"{name}.imatrix.gguf"
     if not imf.exists():
@@ -152,7 +153,7 @@ def table(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="smollm2,klike")
+    ap.add_argument("--models", default="smollm2,klike", help="smollm2, klike, or paths of F16 GGUFs")
     ap.add_argument("--mixes", default=",".join(MIXES))
     ap.add_argument("--chunks", type=int, default=8, help="evaluation chunks of --ctx tokens (default 8)")
     ap.add_argument("--ctx", type=int, default=512)

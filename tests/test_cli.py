@@ -61,7 +61,8 @@ def test_convert_summary_on_stderr_json_on_stdout(ck, tmp_path):
     res = invoke("convert", str(ck), "-o", str(tmp_path / "a.gguf"), "--type", "Q8_0", "-q")
     assert res.exit_code == 0 and res.stdout == ""
     assert "wrote" in res.stderr and "bits/weight" in res.stderr
-    res = invoke("convert", str(ck), "-o", str(tmp_path / "b.gguf"), "--quant", "Q4_K_M", "--json", "-q")
+    res = invoke("convert", str(ck), "-o", str(tmp_path / "b.gguf"), "--quant", "Q4_K_M", "--rules", "llama.cpp",
+                 "--json", "-q")
     assert res.exit_code == 0
     data = json.loads(res.stdout)
     assert data["mix"] == "Q4_K_M" and data["rules"] == "llama.cpp" and data["tensors"] > 0
@@ -79,7 +80,7 @@ def test_convert_missing_source(tmp_path):
 
 
 def test_quantize_ok_and_its_errors(ck, f16, tmp_path):
-    res = invoke("quantize", str(f16), str(tmp_path / "q.gguf"), "--quant", "q4_k_m", "-q")
+    res = invoke("quantize", str(f16), str(tmp_path / "q.gguf"), "--quant", "q4_k_m", "--rules", "llama.cpp", "-q")
     assert res.exit_code == 0 and res.stdout == "" and "wrote" in res.stderr
     assert_error(invoke("quantize", str(tmp_path / "q.gguf"), str(tmp_path / "r.gguf"), "--quant", "Q8_0"),
                  "already quantized", "--allow-requantize")
@@ -165,7 +166,7 @@ def test_read_only_file_system_is_named_as_such(ck, tmp_path, monkeypatch):
 def test_a_fallback_that_moves_the_size_is_said(ck, tmp_path):
     """Rows of 64 cannot take Q2_K/Q3_K (blocks of 256): llama.cpp's Q4_0 fallback makes the file
     far bigger than 'Q2_K' suggests, and the summary says so."""
-    res = invoke("convert", str(ck), "-o", str(tmp_path / "a.gguf"), "--quant", "Q2_K", "-q")
+    res = invoke("convert", str(ck), "-o", str(tmp_path / "a.gguf"), "--quant", "Q2_K", "--rules", "llama.cpp", "-q")
     assert res.exit_code == 0
     assert "note:" in res.stderr and "fell back" in res.stderr and "Q4_0" in res.stderr
     res = invoke("convert", str(ck), "-o", str(tmp_path / "b.gguf"), "--quant", "Q8_0", "-q")
