@@ -69,7 +69,7 @@ def run_model(name: str, work: Path, args, log) -> dict:
     imf = work / f"{name}.imatrix.gguf"
     if not imf.exists():
         t = time.perf_counter()
-        write_gguf(imx.collect(f16, progress=False, threads=args.threads), imf)
+        write_gguf(imx.collect(f16, progress=False, threads=sensitivity.eval_threads(args.threads)), imf)
         log(f"[{name}] imatrix on the calibration text: {time.perf_counter() - t:.0f} s")
     im = read_imatrix(imf)
     text, label = evaluate.read_text(None)

@@ -88,7 +88,7 @@ def tensor_errors(x: np.ndarray, w: np.ndarray | None, types, threads: int | Non
             we = None if w is None else w.reshape(x.shape[0], n)[e]
             sub = tensor_errors(x[e], we, types, threads, name)
             for k, v in sub.items():
-                out[k] = out.get(k, 0.0) + v / 1.0
+                out[k] = out.get(k, 0.0) + v
         return out
     rows, scale = sample_rows(x.reshape(-1, n), SAMPLE_WEIGHTS)
     wq = None if w is None else np.ascontiguousarray(w, dtype=np.float32)
@@ -239,7 +239,7 @@ def _groups(tensors: dict[str, TensorSens], n_layer: int) -> list[tuple[str, lis
 
 
 def _probe(t: TensorSens) -> str:
-    return next(p.name for p in PROBE if p.name in t.errors)
+    return next((p.name for p in PROBE if p.name in t.errors), "F16")  # F16-only rows: nothing to probe
 
 
 def _write_variant(ref, probe, group: set, out_path: Path, metadata) -> None:
