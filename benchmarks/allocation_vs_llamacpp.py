@@ -69,7 +69,8 @@ def run_model(name: str, work: Path, args, log) -> dict:
     imf = work / f"{name}.imatrix.gguf"
     if not imf.exists():
         t = time.perf_counter()
-        write_gguf(imx.collect(f16, progress=False, threads=sensitivity.eval_threads(args.threads)), imf)
+        write_gguf(imx.collect(f16, chunks=args.imatrix_chunks, progress=False,
+                               threads=sensitivity.eval_threads(args.threads)), imf)
         log(f"[{name}] imatrix on the calibration text: {time.perf_counter() - t:.0f} s")
     im = read_imatrix(imf)
     text, label = evaluate.read_text(None)
@@ -157,6 +158,8 @@ def main() -> None:
     ap.add_argument("--mixes", default=",".join(MIXES))
     ap.add_argument("--chunks", type=int, default=8, help="evaluation chunks of --ctx tokens (default 8)")
     ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--imatrix-chunks", type=int, default=None,
+                    help="chunks of 512 calibration tokens for the imatrix (default: the whole text)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "ggtool-bench-alloc"))
     ap.add_argument("--keep", action="store_true", help="keep the quantized files")

@@ -18,13 +18,17 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny256(tmp_path_factory):
-    """Rows of 256 (every type) and 96 (32-block types only), 4 layers."""
+def tiny_ck(tmp_path_factory):
+    """Rows of 256 (every type) and 352 (32-block types only), 4 layers."""
     pytest.importorskip("llama_cpp")
     d = tmp_path_factory.mktemp("sens")
-    ck = make_checkpoint(d / "ck", "llama", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=352,
-                         weight_scale=2.0)
-    return convert(ck, d / "f16.gguf", "F16", progress=False).path
+    return make_checkpoint(d / "ck", "llama", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=352,
+                           weight_scale=2.0)
+
+
+@pytest.fixture(scope="module")
+def tiny256(tiny_ck):
+    return convert(tiny_ck, tiny_ck.parent / "f16.gguf", "F16", progress=False).path
 
 
 @pytest.fixture(autouse=True)
@@ -136,3 +140,39 @@ def test_show_tensors(tiny256, tmp_path, capsys):
     # a file without a sensitivity cache: types and bits only, and it says so
     code, so, err = run(capsys, "show", str(tiny256), "--tensors")
     assert code == 0 and "F16" in so and "no sensitivity cache" in err
+
+
+def test_allocator_on_the_measured_model(tiny256):
+    """The invariants on a real measured sensitivity: over 40 budgets from the smallest file to
+    all-F16, never over, damage non-increasing, deterministic, types legal for the rows."""
+    import numpy as np
+
+    from ggtool.plan import sensitivity
+    from ggtool.plan.allocate import allocate, smallest, total
+    from ggtool.plan.llamacpp import block_size
+
+    sens = sensitivity.get(tiny256, None, progress=False)
+    opts = {n: sens.options(n) for n in sens.tensors}
+    lo, hi = smallest(opts), sum(max(o[1] for o in v) for v in opts.values())
+    prev = None
+    for b in np.linspace(lo, hi, 40).astype(int):
+        plan = allocate(opts, int(b))
+        assert plan == allocate(opts, int(b))
+        used, dmg = total(opts, plan)
+        assert used <= b
+        for n, t in plan.items():
+            assert sens.tensors[n].shape[-1] % block_size(t) == 0
+        assert prev is None or dmg <= prev * (1 + 1e-12)
+        prev = dmg
+    # the measured gains predict the measured groups
+    fit = [m for m in sens.measurements if m["kld"] > 0]
+    assert len(fit) >= 8 and all(m["predicted"] > 0 for m in fit)
+
+
+def test_convert_from_a_checkpoint_folder(tiny_ck, tmp_path, capsys, llama_cpp_ok):
+    out = tmp_path / "c.gguf"
+    code, so, err = run(capsys, "convert", str(tiny_ck), "-o", str(out), "--quant", "Q3_K_M", "-q")
+    assert code == 0, err
+    assert "allocation:" in err and "vs llama.cpp's Q3_K_M mix" in err
+    assert file_type(out)[0] == 12
+    loads_and_runs(out)
