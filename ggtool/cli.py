@@ -72,10 +72,16 @@ def _quant_rules() -> list[str]:
     return [r for r in RULES if r != "plain"]
 
 
+def _default_rules() -> str:
+    from .plan import DEFAULT_RULES
+
+    return DEFAULT_RULES
+
+
 def quant_options(f):
     """Options shared by `convert --quant` and `quantize`."""
     opts = [
-        click.option("--rules", default="sensitivity", show_default=True, type=click.Choice(_quant_rules()),
+        click.option("--rules", default=_default_rules(), show_default=True, type=click.Choice(_quant_rules()),
                      help="sensitivity: the mix's byte size, bits placed by this model's measured per-tensor "
                           "KLD sensitivity (measured once, then cached); llama.cpp: llama-quantize's fixed rules"),
         click.option("--imatrix", "imatrix_file", type=click.Path(exists=True, dir_okay=False), default=None,

@@ -24,6 +24,7 @@ from ..errors import QuantError
 from .model import ModelInfo
 
 FLOAT_TYPES = (T.F32, T.F16, T.BF16)
+DEFAULT_RULES = "sensitivity"  # what `--quant MIX` means unless --rules says otherwise
 
 
 def tensor_nbytes(qtype: T, shape) -> int:
@@ -132,4 +133,4 @@ def make_plan(source, mix: str, rules: str = "plain", **opts) -> Plan:
 from . import plain, llamacpp, allocate  # noqa: E402,F401
 
 
-__all__ = ["Plan", "TensorPlan", "ModelInfo", "RULES", "rule_set", "make_plan", "tensor_nbytes"]
+__all__ = ["Plan", "TensorPlan", "ModelInfo", "RULES", "DEFAULT_RULES", "rule_set", "make_plan", "tensor_nbytes"]
