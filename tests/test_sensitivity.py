@@ -176,3 +176,21 @@ def test_convert_from_a_checkpoint_folder(tiny_ck, tmp_path, capsys, llama_cpp_o
     assert "allocation:" in err and "vs llama.cpp's Q3_K_M mix" in err
     assert file_type(out)[0] == 12
     loads_and_runs(out)
+
+
+def test_never_larger_than_llama_quantize_with_the_same_imatrix(tiny256, tmp_path, llama_cpp_ok):
+    """Our file carries a few more key-values (the sensitivity key, quantize.imatrix.*): the
+    budget leaves room for them, so the file is never the larger one."""
+    from ggtool import imatrix as imx
+    from ggtool.formats.imatrix import write_gguf
+    from ggtool.llamacpp.quantize import llama_quantize_file
+
+    im = imx.collect(tiny256, n_ctx=128, chunks=2, progress=False, threads=1)
+    imf = write_gguf(im, tmp_path / "im.gguf")
+    for mix, ftype in (("Q4_K_M", 15), ("Q2_K", 10), ("Q6_K", 18)):
+        ref = tmp_path / f"ref-{mix}.gguf"
+        llama_quantize_file(tiny256, ref, ftype, imatrix={n: im.weights(n) for n in im.entries})
+        ours = convert(tiny256, tmp_path / f"ours-{mix}.gguf", mix, rules="sensitivity", imatrix=str(imf),
+                       progress=False).path
+        assert ref.stat().st_size * 0.99 <= ours.stat().st_size <= ref.stat().st_size, mix
+        loads_and_runs(ours)

@@ -191,6 +191,19 @@ def header_bytes(src, mix_plan: dict, out_dir) -> int:
         o.abort()
 
 
+def extra_metadata_bytes(sens_key: str, imatrix) -> int:
+    """Bytes of the GGUF key-values ggtool adds that a llama_model_quantize file lacks
+    (ggtool.sensitivity.key; quantize.imatrix.*), plus one alignment pad."""
+    def kv(key: str, value_bytes: int) -> int:
+        return 8 + len(key.encode()) + 4 + value_bytes
+    n = kv("ggtool.sensitivity.key", 8 + len(sens_key.encode())) + 32
+    if imatrix is not None:
+        ds = imatrix.datasets[0].encode() if imatrix.datasets else b""
+        n += kv("quantize.imatrix.dataset", 8 + len(ds)) + kv("quantize.imatrix.entries_count", 4) \
+            + kv("quantize.imatrix.chunks_count", 4)
+    return n
+
+
 @dataclass
 class Allocation:
     plan: dict
@@ -255,7 +268,8 @@ def plan_allocation(src_path, src, mix, *, imatrix=None, target_bpw: float | Non
         budget = int(target_bpw * n_params / 8) - fixed_bytes
         what = f"--target-bpw {target_bpw}"
     else:
-        budget = sum(mix_bytes[n] for n in free)
+        # the mix's bytes, less the key-values only our file has, so it is never the larger
+        budget = sum(mix_bytes[n] for n in free) - extra_metadata_bytes(sens.key, imatrix)
         what = f"llama.cpp's {m.name} mix"
     options = {n: sens.options(n) for n in free}
     try:
