@@ -463,34 +463,6 @@ def compare(model_a, model_b, prompts, max_tokens, chunks, ctx, text_path, threa
         click.echo(side_by_side(res, width=shutil.get_terminal_size((100, 24)).columns))
 
 
-@cli.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--tensors", "per_tensor", is_flag=True, help="one line per tensor: type, bits/weight, share of predicted KLD")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON on stdout")
-def show(model, per_tensor, as_json):
-    """What a GGUF file holds (with --tensors: each tensor's type, bits per weight and, when
-    ggtool measured the model's sensitivity, its share of the predicted KLD)."""
-    from .plan.allocate import show_tensors
-
-    info = show_tensors(model)
-    if as_json:
-        click.echo(json.dumps(info if per_tensor else {k: v for k, v in info.items() if k != "tensors"}, indent=2))
-        return
-    s = info["sensitivity"]
-    if per_tensor:
-        click.echo(f"{'tensor':<36} {'type':>6} {'bits/w':>7} {'KLD share':>9}")
-        for r in info["tensors"]:
-            share = r.get("kld_share_pct")
-            click.echo(f"{r['name']:<36} {r['type']:>6} {r['bits_per_weight']:>7.3f} "
-                       f"{'' if share is None else f'{share:.1f}%':>9}")
-    click.echo(f"{len(info['tensors'])} tensors, {info['params']:,} weights, {info['bits_per_weight']:.3f} bits/weight")
-    if s is None:
-        say("no sensitivity cache for this file's model (it is made by ggtool convert/quantize --quant)")
-    else:
-        say(f"predicted KLD {s['predicted_kld']:.4g} (sensitivity {s['key']}, "
-            f"{'imatrix-weighted' if s['imatrix_weighted'] else 'data-free'} errors)")
-
-
 @cli.command("imatrix")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=str), help="imatrix file to write (GGUF)")
@@ -645,13 +617,43 @@ def list_models(as_json):
         say("no models in the store yet: try `ggtool pull smollm2-135m`")
 
 
+def _show_tensors(path, as_json: bool) -> None:
+    """`show --tensors`: each tensor's type, bits per weight and, when ggtool measured the model's
+    sensitivity (plan/sensitivity.py), its share of the predicted KLD."""
+    from .plan.allocate import show_tensors
+
+    info = show_tensors(path)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{'tensor':<36} {'type':>6} {'bits/w':>7} {'KLD share':>9}")
+    for r in info["tensors"]:
+        share = r.get("kld_share_pct")
+        click.echo(f"{r['name']:<36} {r['type']:>6} {r['bits_per_weight']:>7.3f} "
+                   f"{'' if share is None else f'{share:.1f}%':>9}")
+    click.echo(f"{len(info['tensors'])} tensors, {info['params']:,} weights, {info['bits_per_weight']:.3f} bits/weight")
+    s = info["sensitivity"]
+    if s is None:
+        say("no sensitivity cache for this file's model (it is made by ggtool convert/quantize --quant)")
+    else:
+        say(f"predicted KLD {s['predicted_kld']:.4g} (sensitivity {s['key']}, "
+            f"{'imatrix-weighted' if s['imatrix_weighted'] else 'data-free'} errors)")
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout")
-def show(model, as_json):
+@click.option("--tensors", "per_tensor", is_flag=True,
+              help="one line per tensor: type, bits/weight, share of the predicted KLD (when measured)")
+def show(model, as_json, per_tensor):
     """Architecture, parameters, context length, quant and tensor types, chat template, source, path."""
     from . import store
 
+    if per_tensor:
+        from pathlib import Path
+
+        _show_tensors(model if Path(model).expanduser().is_file() else store.lookup(model).files[0], as_json)
+        return
     info = store.show(model)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
