@@ -126,3 +126,42 @@ def test_truncated_imatrix(model8, tmp_path, outdir, capsys):
     code, out, err = run_cli(capsys, "quantize", str(f32), str(outdir / "m.gguf"), "--quant", "Q4_0",
                              "--rules", "llama.cpp", "--imatrix", str(bad))
     clean_failure(code, out, err, outdir, "trunc")
+
+
+def test_moe_experts_per_expert(tmp_path, llama_cpp_ok):
+    """A Mixtral-style MoE: the collector counts MUL_MAT_ID rows per routed expert (every
+    token reaches experts_used experts in every layer), writes (n_expert, n) sums, and the
+    quantizer gives each expert its own row of weights, as llama_model_quantize does."""
+    from ggtool import imatrix, quants
+    from ggtool.formats.gguf_reader import GGUFFile
+    from ggtool.llamacpp.quantize import llama_quantize_file
+    from ggtool.llamacpp.runtime import Model
+    from ggtool.sources import open_source
+    from tests import tinymodels as tm
+
+    ck = tm.make_family_checkpoint(tmp_path / "ck", "mixtral", layers=2, experts=4, experts_used=2)
+    f32 = convert(ck, tmp_path / "f32.gguf", "F32", progress=False).path
+    im = imatrix.collect(f32, n_ctx=64, chunks=2, progress=False, threads=1)
+    e = im.entries["blk.1.ffn_up_exps.weight"]
+    assert e.sums.shape == (4, 64) and e.counts.sum() == 2 * 64 * 2  # tokens x experts_used
+    assert (e.counts > 0).sum() >= 2
+    dense = im.entries["blk.1.attn_q.weight"]
+    assert dense.counts.tolist() == [128]
+    imf = write_gguf(im, tmp_path / "im.gguf")
+    ours = convert(f32, tmp_path / "ours.gguf", "Q4_0", rules="llama.cpp", imatrix=str(imf), progress=False).path
+    ref = tmp_path / "ref.gguf"
+    llama_quantize_file(f32, ref, 2, imatrix={n: im.weights(n) for n in im.entries})
+    assert types_of(ours) == types_of(ref)
+    src, g = open_source(f32), GGUFFile(ours)
+    try:
+        t = next(t for t in g.tensors if t.name == "blk.1.ffn_up_exps.weight")
+        x = src.load(t.name)
+        w = im.weights(t.name).reshape(4, 64)
+        want = np.stack([quants.quantize(x[k], t.ggml_type, imatrix=w[k]) for k in range(4)])
+        assert bytes(g.raw(t)) == want.tobytes()
+    finally:
+        g.close()
+        src.close()
+    m = Model(ours, n_ctx=64)
+    assert m.logits(m.tokenize("hello world")).shape[0] > 0
+    m.close()
