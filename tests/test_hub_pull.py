@@ -57,7 +57,7 @@ def test_pull_safetensors_repo_converts_and_llama_cpp_runs_it(capsys, hub, hub_e
     assert res["tag"] == "test/tiny-llama:Q4_K_M"
     m = res["manifest"]
     assert m["source"]["repo"] == "test/tiny-llama" and m["source"]["commit"] == hub.repos["test/tiny-llama"].commit
-    assert m["quant"] == "Q4_K_M" and m["rules"] == "llama.cpp" and m["tensor_types"]
+    assert m["quant"] == "Q4_K_M" and m["rules"] == "sensitivity" and m["tensor_types"]  # plan.DEFAULT_RULES
     assert m["architecture"] == "LlamaForCausalLM" and m["parameters"] > 0
     f = m["files"][0]
     assert len(f["sha256"]) == 64 and f["size"] == Path(res["path"]).stat().st_size
