@@ -194,11 +194,11 @@ def make_base(src: Path, kind: str, root: Path, *, threads, progress, log) -> tu
     return out, file_sha256(out)
 
 
-def _quant_opts(quantizer: str) -> str:
+def _quant_opts(quantizer: str, rules: str) -> str:
     if quantizer == "ggtool":
         from .plan.llamacpp import LLAMA_CPP_RULES_VERSION
 
-        desc = f"ggtool {__version__} rules=llama.cpp {LLAMA_CPP_RULES_VERSION}"
+        desc = f"ggtool {__version__} rules={rules} {LLAMA_CPP_RULES_VERSION}"
     else:
         from .llamacpp import llama_cpp
 
@@ -207,9 +207,13 @@ def _quant_opts(quantizer: str) -> str:
 
 
 def quantize_level(base: Path, base_sha: str, level: str, quantizer: str, root: Path, *,
-                   threads, progress, log) -> tuple[Path, float]:
-    """(file, seconds it took to make) of one level by one quantizer, from the cache when there."""
-    out = root / base_sha[:16] / f"{level}.{quantizer}.{_quant_opts(quantizer)}.gguf"
+                   threads, progress, log, rules: str | None = None) -> tuple[Path, float]:
+    """(file, seconds it took to make) of one level by one quantizer, from the cache when there.
+    ggtool quantizes under `rules` (default: plan.DEFAULT_RULES, what `--quant` does)."""
+    from .plan import DEFAULT_RULES
+
+    rules = rules or DEFAULT_RULES
+    out = root / base_sha[:16] / f"{level}.{quantizer}.{_quant_opts(quantizer, rules)}.gguf"
     side = _sidecar(out)
     if out.is_file() and side.is_file():
         return out, float(json.loads(side.read_text())["seconds"])
@@ -217,7 +221,7 @@ def quantize_level(base: Path, base_sha: str, level: str, quantizer: str, root: 
     if quantizer == "ggtool":
         from .convert import convert
 
-        res = convert(base, out, level, rules="llama.cpp", threads=threads, progress=progress, log=log)
+        res = convert(base, out, level, rules=rules, threads=threads, progress=progress, log=log)
         seconds = res.seconds
     else:
         from .llamacpp.quantize import llama_quantize_file
@@ -276,7 +280,8 @@ def measure_file(path: Path, base, *, quant: str, quantizer: str, quantize_s, re
 def bench(model, quants=None, *, text_path=None, chunks: int | None = DEFAULT_CHUNKS, ctx: int = 512,
           threads: int | None = None, reps: int = 5, against: str | None = None,
           max_kld: float = DEFAULT_MAX_KLD, fit_ctx: int | None = None, n_gpu_layers: int = 0,
-          fresh: bool = False, progress: bool = True, log=None, cache_root=None) -> BenchResult:
+          fresh: bool = False, progress: bool = True, log=None, cache_root=None,
+          rules: str | None = None) -> BenchResult:
     from . import benchreport
     from .evaluate import base_logprobs, read_text
 
@@ -296,13 +301,17 @@ def bench(model, quants=None, *, text_path=None, chunks: int | None = DEFAULT_CH
     base_path, base_sha = make_base(src, kind, root, threads=threads, progress=progress, log=log)
     base_facts = gguf_facts(base_path)
 
+    from .plan import DEFAULT_RULES
+
+    rules = rules or DEFAULT_RULES
     quantizers = ["ggtool"] + (["llama.cpp"] if against else [])
-    log(f"[2/4] quantizing {len(levels)} level(s) with {' and '.join(quantizers)} (cached files are reused)")
+    log(f"[2/4] quantizing {len(levels)} level(s) with {' and '.join(quantizers)} "
+        f"(ggtool's rules: {rules}; cached files are reused)")
     files = []
     for level in levels:
         for qz in quantizers:
             path, secs = quantize_level(base_path, base_sha, level, qz, root, threads=threads,
-                                        progress=progress, log=lambda m: None)
+                                        progress=progress, log=lambda m: None, rules=rules)
             files.append((level, qz, path, secs))
 
     log(f"[3/4] base log-probabilities on {text_label}")

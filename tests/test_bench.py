@@ -18,7 +18,8 @@ from tests import tinymodels as tm
 
 pytestmark = pytest.mark.usefixtures("llama_cpp_ok")
 
-FAST = ["--chunks", "2", "--ctx", "64", "--reps", "1", "--threads", "1", "-q"]  # 1 thread: fast on a busy machine
+FAST = ["--chunks", "2", "--ctx", "64", "--reps", "1", "--threads", "1", "-q",  # 1 thread: fast on a busy machine
+        "--rules", "llama.cpp"]  # llama.cpp's rules: the same level has the same bytes on both sides
 
 
 def run_cli(capsys, *args):
@@ -79,7 +80,7 @@ def tiny_json(tiny, tmp_path_factory):
         from ggtool import bench
 
         res = bench.bench(tiny["ck"], ["Q4_K_M", "Q8_0"], chunks=2, ctx=64, reps=1, against="llama.cpp", threads=1,
-                          progress=False)
+                          progress=False, rules="llama.cpp")
     finally:
         if old is None:
             os.environ.pop("GGTOOL_CACHE", None)
@@ -363,3 +364,14 @@ def test_cli_runner_help_and_error_path(tiny):
     assert res.stderr.startswith("Error: unknown quantization level 'Q9_K'") and "Hint: " in res.stderr
     res = CliRunner().invoke(cli, ["bench", str(tiny["f16"]), "--json", "--csv"], catch_exceptions=False)
     assert res.exit_code == 2 and "--json or --csv" in res.stderr
+
+
+def test_default_rules_are_measured_allocation_never_larger(tiny, tmp_path, capsys, monkeypatch):
+    """Without --rules, ggtool's levels are what `--quant` makes (measured allocation): never larger
+    than llama.cpp's file of the same level."""
+    monkeypatch.setenv("GGTOOL_CACHE", str(tmp_path / "cache"))
+    out, err = run_ok(capsys, "bench", tiny["ck"], "--quants", "Q4_K_M", "--against", "llama.cpp", "--json",
+                      "--chunks", "2", "--ctx", "64", "--reps", "0", "--threads", "1", "-q")
+    assert "rules: sensitivity" in err
+    rows = {r["quantizer"]: r for r in json.loads(out)["rows"] if r["quant"] == "Q4_K_M"}
+    assert rows["ggtool"]["bytes"] <= rows["llama.cpp"]["bytes"]

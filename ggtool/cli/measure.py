@@ -32,14 +32,16 @@ _BQ, _BCHUNKS, _BKLD, _BFIT = _bench_defaults()
 @click.option("--max-kld", default=_BKLD, show_default=True, type=float, help="sweet spot: mean KLD under this")
 @click.option("--fit-ctx", default=_BFIT, show_default=True, type=int, help="sweet spot: must fit memory with this context")
 @click.option("--gpu-layers", default=0, show_default=True, help="layers to offload to the GPU (-1 = all)")
+@click.option("--rules", default=None, type=click.Choice(["sensitivity", "llama.cpp"]),
+              help="how ggtool places bits within each level [default: sensitivity, as --quant does]")
 @click.option("--fresh", is_flag=True, help="measure every row again (quantized files and log-probs stay cached)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on stdout")
 @click.option("--csv", "as_csv", is_flag=True, help="print the rows as CSV on stdout")
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
               help="write a PNG: size vs KLD and size vs tg t/s (needs matplotlib: pip install 'ggtool[plot]')")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
-def bench(model, quants, text_path, chunks, ctx, threads, reps, against, max_kld, fit_ctx, gpu_layers, fresh,
-          as_json, as_csv, plot_path, quiet):
+def bench(model, quants, text_path, chunks, ctx, threads, reps, against, max_kld, fit_ctx, gpu_layers, rules,
+          fresh, as_json, as_csv, plot_path, quiet):
     """Size, quality (perplexity, KLD vs the base) and speed of every quantization level.
 
     MODEL is a Hugging Face checkpoint folder or an F32/F16/BF16 GGUF (the base every level is
@@ -54,7 +56,7 @@ def bench(model, quants, text_path, chunks, ctx, threads, reps, against, max_kld
         benchreport.require_matplotlib()
     res = run_bench(model, [q for q in quants.split(",") if q.strip()], text_path=text_path, chunks=chunks,
                     ctx=ctx, threads=threads, reps=reps, against=against, max_kld=max_kld, fit_ctx=fit_ctx,
-                    n_gpu_layers=gpu_layers, fresh=fresh, progress=not quiet, log=say)
+                    n_gpu_layers=gpu_layers, fresh=fresh, progress=not quiet, log=say, rules=rules)
     if plot_path:
         benchreport.plot(res, plot_path)
         say(f"wrote {plot_path}")
