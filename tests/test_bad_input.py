@@ -120,8 +120,8 @@ def test_full_disk_before_writing(capsys, ck, outdir, monkeypatch):
 
 def test_full_disk_mid_write(capsys, ck, outdir, monkeypatch):
     """ENOSPC on the third tensor: error with hint, the partial file is removed."""
-    import gguf
-    real = gguf.GGUFWriter.write_tensor_data
+    from ggtool.formats.gguf_writer import _Writer
+    real = _Writer.write_tensor_data
     calls = {"n": 0}
 
     def failing(self, tensor, *a, **k):
@@ -130,7 +130,7 @@ def test_full_disk_mid_write(capsys, ck, outdir, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, tensor, *a, **k)
 
-    monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", failing)
+    monkeypatch.setattr(_Writer, "write_tensor_data", failing)
     assert_clean_failure(*run_cli(capsys, "convert", str(ck), "-o", str(outdir / "m.gguf")), outdir,
                          "no space left")
 

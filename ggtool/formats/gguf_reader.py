@@ -7,6 +7,7 @@ gguf-py's GGUFReader builds a numpy view per array element; on a 49k-token vocab
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,8 @@ V = GGUFValueType
 class PackedStrings(list):
     """A string array kept as its packed GGUF bytes; decoded only if someone reads it.
 
-    Copying a vocabulary from one GGUF to another then costs a memcpy, not 100k decodes."""
+    Copying a vocabulary from one GGUF to another then costs a memcpy, not 100k decodes.
+    The reader has checked every length and every string's UTF-8 before it makes one."""
 
     def __init__(self, raw: bytes, n: int):
         super().__init__()
@@ -56,6 +58,15 @@ class PackedStrings(list):
         return list.__eq__(self, other)
 
 
+class PackedArrays(list):
+    """An array of arrays (valid GGUF, rare): the decoded lists, plus `raw`, their exact wire
+    bytes, so that a copy keeps every inner element type."""
+
+    def __init__(self, items: list, raw: bytes, n: int):
+        super().__init__(items)
+        self.raw, self.n = raw, n
+
+
 @dataclass(frozen=True)
 class KV:
     value: object                   # str, number, bool, or list of those
@@ -72,97 +83,205 @@ class TensorInfo:
     nbytes: int
 
 
+MAX_DIMS = 4          # GGML_MAX_DIMS
+MAX_NAME = 64         # GGML_MAX_NAME: a tensor name llama.cpp accepts is shorter
+MAX_NESTING = 8       # arrays of arrays of ...: llama.cpp reads none, gguf-py any; we allow a few
+# the fewest bytes one element of each type takes: bounds an array's count by the bytes left
+_MIN_SIZE = {**{t: struct.calcsize(f) for t, f in SCALARS.items()}, V.STRING: 8, V.ARRAY: 12}
+
+
+class _Bad(Exception):
+    """A malformed field: what is wrong and the byte offset where it was read."""
+
+    def __init__(self, what: str, at: int):
+        super().__init__(what)
+        self.what, self.at = what, at
+
+
 class GGUFFile:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
             with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < 24:
+                    raise CorruptFile(f"{self.path.name} is {size} bytes: too short for a GGUF header")
                 self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read {self.path}: {e}") from None
+        except OSError as e:
+            raise InputError(f"cannot read {self.path}: {e.strerror or e}",
+                             hint="check the path and that you may read the file") from None
         self.kv: dict[str, KV] = {}
         self.tensors: list[TensorInfo] = []
         try:
             self._parse()
-        except (struct.error, UnicodeDecodeError, ValueError, KeyError) as e:
+        except _Bad as e:
             self.close()
-            raise CorruptFile(f"{self.path.name} is not a valid GGUF file ({e.__class__.__name__}: {e})") from None
+            raise CorruptFile(f"{self.path.name} is not a valid GGUF file: {e.what} (at byte {e.at})") from None
 
     # ------------------------------------------------------------------ parsing
     def _parse(self) -> None:
-        mm, pos = self._mm, 0
+        """Every count, length, type and offset is checked against the file before it is used:
+        a header that claims 2^60 elements fails here, having allocated nothing."""
+        mm, size, pos = self._mm, len(self._mm), 0
+        u32, u64 = struct.Struct("<I").unpack_from, struct.Struct("<Q").unpack_from
 
-        def take(fmt: str):
-            nonlocal pos
-            vals = struct.unpack_from(fmt, mm, pos)
-            pos += struct.calcsize(fmt)
-            return vals
+        def need(n: int, what: str) -> None:
+            if n > size - pos:
+                raise _Bad(f"{what} runs past the end of the file ({size} bytes; truncated?)", pos)
 
-        def string() -> str:
+        def read_u32(what: str) -> int:
             nonlocal pos
-            (n,) = struct.unpack_from("<Q", mm, pos)
-            if pos + 8 + n > len(mm):
-                raise ValueError("string runs past the end of the file")
-            s = mm[pos + 8: pos + 8 + n].decode("utf-8")
-            pos += 8 + n
+            need(4, what)
+            (v,) = u32(mm, pos)
+            pos += 4
+            return v
+
+        def read_u64(what: str) -> int:
+            nonlocal pos
+            need(8, what)
+            (v,) = u64(mm, pos)
+            pos += 8
+            return v
+
+        def string(what: str) -> str:
+            nonlocal pos
+            at = pos
+            n = read_u64(what)
+            need(n, what)
+            try:
+                s = mm[pos: pos + n].decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Bad(f"{what} is not valid UTF-8", at) from None
+            pos += n
             return s
 
-        def value(vtype: V):
-            nonlocal pos
-            if vtype == V.STRING:
-                return string()
-            if vtype in SCALARS:
-                return take(SCALARS[vtype])[0]
-            raise ValueError(f"unknown value type {int(vtype)}")
+        def vtype(what: str) -> V:
+            at, t = pos, read_u32(what)
+            try:
+                return V(t)
+            except ValueError:
+                raise _Bad(f"{what} has unknown value type {t}", at) from None
 
-        magic, version = take("<4sI")
+        def count(sub: V, what: str) -> int:
+            at, n = pos, read_u64(what)
+            if n > (size - pos) // _MIN_SIZE[sub]:
+                raise _Bad(f"{what} claims {n} elements of type {sub.name}, more than the "
+                           f"{size - pos} bytes left can hold", at)
+            return n
+
+        def array(key: str, depth: int):
+            """An array's value (after its type and count)."""
+            nonlocal pos
+            what = f"array {key!r}"
+            sub = vtype(f"element type of {what}")
+            n = count(sub, what)
+            start = pos
+            if sub == V.STRING:  # the hot loop of a 100k-token vocabulary: inline
+                for i in range(n):
+                    if size - pos < 8 or (k := u64(mm, pos)[0]) > size - pos - 8:
+                        raise _Bad(f"string {i} of {what} runs past the end of the file "
+                                   f"({size} bytes; truncated?)", pos)
+                    pos += 8
+                    try:
+                        mm[pos: pos + k].decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise _Bad(f"string {i} of {what} is not valid UTF-8", pos - 8) from None
+                    pos += k
+                return PackedStrings(mm[start:pos], n)
+            if sub == V.ARRAY:
+                if depth >= MAX_NESTING:
+                    raise _Bad(f"{what} nests arrays more than {MAX_NESTING} deep", start)
+                items = [array(f"{key}[{i}]", depth + 1) for i in range(n)]
+                return PackedArrays([list(x) for x in items], mm[start:pos], n)
+            nbytes = np.dtype(NUMPY[sub]).itemsize * n
+            need(nbytes, what)
+            val = np.frombuffer(mm, NUMPY[sub], n, pos).tolist()
+            pos += nbytes
+            return val
+
+        magic = bytes(mm[0:4])
         if magic != b"GGUF":
-            raise ValueError("bad magic (not a GGUF file)")
+            raise _Bad(f"it does not start with 'GGUF' (starts with {magic!r})", 0)
+        pos = 4
+        version = read_u32("version")
         if version not in (2, 3):
-            raise ValueError(f"unsupported GGUF version {version}")
-        n_tensors, n_kv = take("<QQ")
-        for _ in range(n_kv):
-            key = string()
-            vtype = V(take("<I")[0])
-            if vtype == V.ARRAY:
-                sub = V(take("<I")[0])
-                (n,) = take("<Q")
-                if sub == V.STRING:
-                    start = pos
-                    unpack = struct.Struct("<Q").unpack_from
-                    for _ in range(n):
-                        pos += 8 + unpack(mm, pos)[0]
-                    if pos > len(mm):
-                        raise ValueError(f"array {key} runs past the end of the file")
-                    val = PackedStrings(mm[start:pos], n)
-                elif sub in NUMPY:
-                    size = np.dtype(NUMPY[sub]).itemsize * n
-                    if pos + size > len(mm):
-                        raise ValueError(f"array {key} runs past the end of the file")
-                    val = np.frombuffer(mm, NUMPY[sub], n, pos).tolist()
-                    pos += size
-                else:
-                    val = [value(sub) for _ in range(n)]
-                self.kv[key] = KV(val, vtype, sub)
+            swapped = int.from_bytes(version.to_bytes(4, "little"), "big")
+            what = ("it is a big-endian GGUF, which ggtool does not read" if swapped in (2, 3)
+                    else f"unsupported GGUF version {version} (ggtool reads versions 2 and 3)")
+            raise _Bad(what, 4)
+        n_tensors = read_u64("tensor count")
+        n_kv = read_u64("key-value count")
+        if n_kv > (size - pos) // 13 or n_tensors > (size - pos) // 24:
+            raise _Bad(f"the header claims {n_tensors} tensors and {n_kv} key-values, more than "
+                       f"a {size}-byte file can hold", 8)
+        for i in range(n_kv):
+            at = pos
+            key = string(f"key {i}")
+            if not key:
+                raise _Bad(f"key {i} is empty", at)
+            if key in self.kv:
+                raise _Bad(f"key {key!r} appears twice", at)
+            t = vtype(f"key {key!r}")
+            if t == V.ARRAY:
+                sub = V(u32(mm, pos)[0]) if size - pos >= 4 and u32(mm, pos)[0] in _MIN_SIZE else None
+                self.kv[key] = KV(array(key, 1), t, sub)
+            elif t == V.STRING:
+                self.kv[key] = KV(string(f"value of {key!r}"), t, None)
             else:
-                self.kv[key] = KV(value(vtype), vtype, None)
-        align = int(self.get("general.alignment", 32))
-        infos = []
-        for _ in range(n_tensors):
-            name = string()
-            (nd,) = take("<I")
-            dims = take(f"<{nd}Q")
-            t, off = take("<IQ")
-            infos.append((name, tuple(int(d) for d in reversed(dims)), GGMLQuantizationType(t), off))
+                fmt = SCALARS[t]
+                need(struct.calcsize(fmt), f"value of {key!r}")
+                self.kv[key] = KV(struct.unpack_from(fmt, mm, pos)[0], t, None)
+                pos += struct.calcsize(fmt)
+        align = self._alignment()
+        infos, names = [], set()
+        for i in range(n_tensors):
+            at = pos
+            name = string(f"name of tensor {i}")
+            if not name or len(name.encode()) >= MAX_NAME:
+                raise _Bad(f"tensor {i} has a name of {len(name.encode())} bytes (llama.cpp takes 1 to {MAX_NAME - 1})", at)
+            if name in names:
+                raise _Bad(f"tensor {name!r} appears twice", at)
+            names.add(name)
+            at = pos
+            nd = read_u32(f"dimension count of tensor {name!r}")
+            if nd > MAX_DIMS:
+                raise _Bad(f"tensor {name!r} has {nd} dimensions (at most {MAX_DIMS})", at)
+            dims = [read_u64(f"dimensions of tensor {name!r}") for _ in range(nd)] or [1]  # 0 dims: a scalar, as llama.cpp reads it
+            at = pos
+            t = read_u32(f"type of tensor {name!r}")
+            try:
+                gt = GGMLQuantizationType(t)
+                block, type_size = GGML_QUANT_SIZES[gt]
+            except (ValueError, KeyError):
+                raise _Bad(f"tensor {name!r} has unknown ggml type {t}", at) from None
+            off = read_u64(f"offset of tensor {name!r}")
+            n_el = 1
+            for d in dims:
+                n_el *= d
+            if any(d >= 2**63 for d in dims) or n_el >= 2**63:
+                raise _Bad(f"tensor {name!r} has dimensions {dims}: {n_el} elements overflow", at)
+            if dims and dims[0] % block:
+                raise _Bad(f"tensor {name!r} ({gt.name}) has rows of {dims[0]}, not a multiple of its block of {block}", at)
+            if off % align:
+                raise _Bad(f"tensor {name!r} has offset {off}, not a multiple of the alignment {align}", pos - 8)
+            infos.append((name, tuple(reversed(dims)), gt, off, n_el // block * type_size))
         data_start = self.data_start = -(-pos // align) * align
-        for name, shape, t, off in infos:
-            bs, ts = GGML_QUANT_SIZES[t]
-            n_el = int(np.prod(shape, dtype=np.int64))
-            nbytes = n_el // bs * ts
+        for name, shape, t, off, nbytes in infos:
             start = data_start + off
-            if start + nbytes > len(mm):
-                raise ValueError(f"tensor {name} runs past the end of the file (truncated?)")
+            if start + nbytes > size:
+                raise _Bad(f"tensor {name!r} ({nbytes} bytes at data offset {off}) runs past the end "
+                           f"of the file ({size} bytes; truncated?)", data_start)
             self.tensors.append(TensorInfo(name, shape, t, start, nbytes))
+
+    def _alignment(self) -> int:
+        kv = self.kv.get("general.alignment")
+        if kv is None:
+            return 32
+        if kv.vtype != V.UINT32 or kv.value == 0 or kv.value & (kv.value - 1):
+            shown = kv.value if kv.vtype != V.ARRAY else "an array"
+            raise _Bad(f"general.alignment is {shown} ({kv.vtype.name}); it must be a power of two "
+                       "stored as UINT32", 0)
+        return kv.value
 
     # ------------------------------------------------------------------ access
     def get(self, key: str, default=None):

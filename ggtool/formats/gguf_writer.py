@@ -12,7 +12,9 @@ any exception (a full disk, Ctrl-C) removes it. Memory is bounded by the tensor 
 from __future__ import annotations
 
 import errno
+import glob
 import os
+import re
 import secrets
 import shutil
 import struct
@@ -21,9 +23,14 @@ from pathlib import Path
 import numpy as np
 import gguf
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; stale partial files are then never recognised
+    fcntl = None
+
 from ..errors import OutputError
 from .dtypes import NUMPY
-from .gguf_reader import PackedStrings
+from .gguf_reader import PackedArrays, PackedStrings
 
 HEADER_MARGIN = 64 * 1024 * 1024  # metadata (vocab, merges) on top of tensor bytes, generously
 WRITEBACK_CHUNK = 32 * 1024 * 1024  # start writing back to disk every 32 MiB
@@ -39,7 +46,12 @@ def _os_error(path: Path, e: OSError) -> OutputError:
     if e.errno in (errno.EACCES, errno.EPERM):
         return OutputError(f"cannot write {path}: {e.strerror}",
                            hint="choose an output path in a folder you can write to")
-    return OutputError(f"cannot write {path}: {e.strerror or e}")
+    if e.errno == errno.EFBIG:
+        return OutputError(f"cannot write {path}: the file is too large for this file system or limit",
+                           hint="write elsewhere with -o (a file system without a small file-size limit)")
+    return OutputError(f"cannot write {path}: {e.strerror or e}",
+                       hint="the device reported an error (nothing half-written was left); check the disk "
+                            "or write elsewhere with -o")
 
 
 def _read_only(folder: Path) -> bool:
@@ -58,19 +70,63 @@ class _Writer(gguf.GGUFWriter):
     Same bytes: little-endian, u32 element type, u64 count, then the elements."""
 
     def _pack_val(self, val, vtype, add_vtype, sub_type=None):
-        if (vtype != GT.ARRAY or self.endianess != gguf.GGUFEndian.LITTLE or isinstance(val, bytes)
-                or len(val) < 1024):
+        if vtype != GT.ARRAY or self.endianess != gguf.GGUFEndian.LITTLE or isinstance(val, bytes):
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+        packed = isinstance(val, (PackedStrings, PackedArrays))  # copied from a GGUF: wire format
+        if not (packed or len(val) >= 1024 or (not val and sub_type is not None)):
             return super()._pack_val(val, vtype, add_vtype, sub_type)
         ltype = sub_type if sub_type is not None else GT.get_type(val[0])
         head = (struct.pack("<I", vtype) if add_vtype else b"") + struct.pack("<IQ", ltype, len(val))
-        if isinstance(val, PackedStrings):  # copied from another GGUF: already in wire format
+        if packed:
             return head + val.raw
+        if not val:  # an empty array is valid GGUF (gguf-py's writer refuses it)
+            return head
         if ltype == GT.STRING:
             enc = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in val]
             return head + b"".join(struct.pack("<Q", len(e)) + e for e in enc)
         if ltype in NUMPY and ltype != GT.BOOL:
             return head + np.asarray(val, dtype=NUMPY[ltype]).tobytes()
         return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+
+    def write_tensor_data(self, tensor: np.ndarray, tensor_endianess=None) -> None:
+        """As gguf-py's, but through the file object's write(): gguf-py's ndarray.tofile writes
+        around the file object (through a duplicated descriptor), so the writer had two write
+        paths and the fault tests (fuzz/faults.py) could not reach one of them."""
+        from gguf.gguf_writer import WriterState
+
+        if self.state not in (WriterState.TI_DATA, WriterState.WEIGHTS):
+            raise ValueError(f"Expected output file to contain tensor info or weights, got {self.state}")
+        fid = next(i for i, ts in enumerate(self.tensors) if ts)
+        fout = self.fout[fid]
+        ti = self.tensors[fid].pop(next(iter(self.tensors[fid])))
+        assert ti.nbytes == tensor.nbytes
+        self.write_padding(fout, fout.tell())
+        fout.write(memoryview(np.ascontiguousarray(tensor).reshape(-1).view(np.uint8)))
+        self.write_padding(fout, tensor.nbytes)
+        self.state = WriterState.WEIGHTS
+
+
+PARTIAL_RE = re.compile(r"\.[0-9a-f]{8}\.incomplete")
+
+
+def stale_partials(target: str | os.PathLike) -> list[Path]:
+    """`target`'s partial files (`<name>.<8 hex>.incomplete`, what a killed run leaves) that no
+    running ggtool is writing: a writer holds an exclusive flock on its partial file until it
+    ends, and the kernel drops the lock when the process dies, kill -9 included."""
+    target = Path(target)
+    out = []
+    for p in target.parent.glob(glob.escape(target.name) + ".*.incomplete"):
+        if not PARTIAL_RE.fullmatch(p.name[len(target.name):]):
+            continue
+        try:
+            with open(p, "rb") as f:
+                if fcntl is not None:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            out.append(p)
+        except OSError:  # BlockingIOError: a live writer holds it
+            continue
+    return sorted(out)
 
 
 class GGUFOutput:
@@ -120,6 +176,13 @@ class GGUFOutput:
                 hint="free some disk space or write elsewhere with -o")
         try:
             self._open = True
+            # our partial file, created and locked before gguf-py opens it: a later run (or
+            # `ggtool prune`) knows it is not stale while the lock is held (stale_partials)
+            self._lock = open(self.tmp, "xb")
+            if fcntl is not None:
+                fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for p in stale_partials(self.path):  # what killed runs for this target left
+                p.unlink(missing_ok=True)
             self.writer.write_header_to_file(self.tmp)
             self.writer.write_kv_data_to_file()
             self.writer.write_ti_data_to_file()
@@ -192,8 +255,14 @@ class GGUFOutput:
             os.replace(self.tmp, self.path)
         except OSError as e:
             raise _os_error(self.path, e) from None
+        self._unlock()
         self._open = False
         return self.path
+
+    def _unlock(self) -> None:
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.close()
 
     def abort(self) -> None:
         try:
@@ -202,6 +271,7 @@ class GGUFOutput:
         except OSError:
             pass
         self.tmp.unlink(missing_ok=True)
+        self._unlock()
         self._open = False
 
     def __enter__(self):
