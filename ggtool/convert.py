@@ -159,8 +159,8 @@ def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threa
                         bar.set_description(f"{name:<28} {t.type.name:>5}", refresh=False)
                         if not quants.all_finite(x):
                             bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-                            raise BadWeights(f"tensor {name!r} holds {bad} NaN/Inf value(s)")
-                        quants.check_range(x, t.type, name)
+                            raise BadWeights(f"{Path(src_path).name}: tensor {name!r} holds {bad} NaN/Inf value(s)")
+                        quants.check_range(x, t.type, f"{Path(src_path).name}: {name}")
                         im = None
                         if imatrix is not None and t.type not in FLOAT_TYPES:
                             im = _imatrix_for(x, t.shape, imatrix.weights(name), done.get(name, 0))

@@ -21,7 +21,7 @@ from pathlib import Path
 import gguf
 from gguf import TokenType
 
-from .errors import InputError
+from .errors import CorruptFile, InputError
 
 # llama.cpp's convert_hf_to_gguf.py check text, verbatim.
 CHKTXT = (
@@ -133,11 +133,14 @@ def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, hparams: dict) -> To
 
 # ------------------------------------------------------------------ BPE (tokenizer.json)
 
-def pre_tokenizer_hash(tokenizer_json: Path) -> str:
+def pre_tokenizer_hash(tokenizer_json: Path, tok=None) -> str:
     """llama.cpp's chkhsh: sha256 of str(ids) of CHKTXT with special tokens added."""
-    from tokenizers import Tokenizer
-
-    ids = Tokenizer.from_file(str(tokenizer_json)).encode(CHKTXT).ids
+    tok = tok or _load_tokenizer(Path(tokenizer_json))
+    try:
+        ids = tok.encode(CHKTXT).ids
+    except Exception as e:  # a tokenizer that loads but cannot encode (the library's own error)
+        raise CorruptFile(f"{Path(tokenizer_json).name} loads but cannot encode text: {' '.join(str(e).split())[:200]}",
+                          hint="the file is damaged: download it again") from None
     return sha256(str(ids).encode()).hexdigest()
 
 
@@ -165,13 +168,14 @@ def pre_from_structure(tj: dict) -> str | None:
 def _bpe(writer, model_dir: Path, hparams: dict):
     path = model_dir / "tokenizer.json"
     tj = _read_json(path)
+    tok = _load_tokenizer(path)  # checks the file's structure before we read it
     model = tj.get("model") or {}
     if model.get("type") != "BPE" or (tj.get("decoder") or {}).get("type") not in ("ByteLevel", None):
         raise InputError(f"{path}: unsupported tokenizer model {model.get('type')!r} "
                          f"(decoder {(tj.get('decoder') or {}).get('type')!r})",
                          hint="ggtool converts byte-level BPE tokenizer.json files, or SentencePiece "
                               "checkpoints that ship tokenizer.model")
-    chkhsh = pre_tokenizer_hash(path)
+    chkhsh = pre_tokenizer_hash(path, tok)
     notes = []
     if chkhsh in KNOWN_PRE_HASHES:
         pre, source = KNOWN_PRE_HASHES[chkhsh], "hash"
@@ -248,8 +252,8 @@ def _spm(writer, model_dir: Path, hparams: dict):
     path = model_dir / "tokenizer.model"
     try:
         sp = SentencePieceProcessor(model_file=str(path))
-    except (OSError, RuntimeError) as e:
-        raise InputError(f"{path} is not a SentencePiece model: {e}",
+    except (OSError, RuntimeError, ValueError) as e:  # ValueError: its message is not UTF-8
+        raise InputError(f"{path} is not a SentencePiece model: {' '.join(str(e).split())[:200]}",
                          hint="download tokenizer.model again") from None
     pieces, scores, types, add_dummy_prefix = read_spm_proto(path.read_bytes())
     if len(pieces) != sp.vocab_size():
@@ -257,13 +261,24 @@ def _spm(writer, model_dir: Path, hparams: dict):
     by_id = dict(enumerate(pieces))
     extra: dict[int, tuple[str, bool]] = {}   # id -> (content, special)
     for text, i in (_read_json(model_dir / "added_tokens.json") or {}).items():
-        extra[int(i)] = (text, False)
+        extra[_token_id(i, "added_tokens.json")] = (text, False)
     tc = _read_json(model_dir / "tokenizer_config.json") or {}
-    for i, t in (tc.get("added_tokens_decoder") or {}).items():
-        extra[int(i)] = (t["content"], bool(t.get("special")))
+    decoder = tc.get("added_tokens_decoder") or {}
+    if not isinstance(decoder, dict):
+        raise CorruptFile("tokenizer_config.json: added_tokens_decoder is not an object",
+                          hint="the tokenizer file is damaged: download it again")
+    for i, t in decoder.items():
+        _, content, special = _token_entry(t, "tokenizer_config.json")
+        extra[_token_id(i, "tokenizer_config.json")] = (content, special)
     tj = _read_json(model_dir / "tokenizer.json") or {}
-    for t in tj.get("added_tokens", []):
-        extra[int(t["id"])] = (t["content"], bool(t.get("special")))
+    if tj:
+        _load_tokenizer(model_dir / "tokenizer.json")  # checks its structure
+    added_tokens = tj.get("added_tokens") or []
+    if not isinstance(added_tokens, list):
+        raise CorruptFile("tokenizer.json: added_tokens is not a list", hint="the tokenizer file is damaged: download it again")
+    for t in added_tokens:
+        i, content, special = _token_entry(t, "tokenizer.json")
+        extra[_token_id(i, "tokenizer.json")] = (content, special)
     by_id.update({i: c for i, (c, _) in extra.items()})
     n_vocab = _n_vocab(by_id, hparams, path)
     tokens = [f"[PAD{i}]" for i in range(n_vocab)]
@@ -306,7 +321,7 @@ def _loads_as_spm(path: Path) -> bool:
 
     try:
         SentencePieceProcessor(model_file=str(path))
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):
         return False
     return True
 
@@ -315,53 +330,71 @@ def read_spm_proto(data: bytes) -> tuple[list[str], list[float], list[int], bool
     """(pieces, scores, types, add_dummy_prefix) from a SentencePiece ModelProto, without protobuf.
 
     ModelProto: 1 = repeated SentencePiece {1 piece, 2 score (float), 3 type}, 3 = NormalizerSpec
-    {3 add_dummy_prefix}. Piece types use the same numbers as GGUF token types.
+    {3 add_dummy_prefix}. Piece types use the same numbers as GGUF token types. As protobuf
+    does, a known field with another wire type is skipped and an unknown type is NORMAL; what
+    protobuf itself refuses (a truncated field, a bad wire type) is a CorruptFile.
     """
+    import math
     import struct
 
-    def fields(buf: bytes):
+    def fields(buf: bytes, where: str):
         pos = 0
         while pos < len(buf):
-            key, pos = _varint(buf, pos)
+            at = pos
+            key, pos = _varint(buf, pos, where)
             num, wire = key >> 3, key & 7
             if wire == 0:
-                val, pos = _varint(buf, pos)
-            elif wire == 1:
-                val, pos = buf[pos:pos + 8], pos + 8
-            elif wire == 2:
-                n, pos = _varint(buf, pos)
+                val, pos = _varint(buf, pos, where)
+            elif wire in (1, 5):
+                n = 8 if wire == 1 else 4
                 val, pos = buf[pos:pos + n], pos + n
-            elif wire == 5:
-                val, pos = buf[pos:pos + 4], pos + 4
+            elif wire == 2:
+                n, pos = _varint(buf, pos, where)
+                val, pos = buf[pos:pos + n], pos + n
             else:
-                raise InputError(f"tokenizer.model: bad protobuf wire type {wire}",
-                                 hint="download tokenizer.model again")
-            yield num, val
+                raise _spm_error(f"{where}: bad protobuf wire type {wire}", at)
+            if pos > len(buf):
+                raise _spm_error(f"{where}: field {num} runs past the end", at)
+            yield num, wire, val
 
     pieces, scores, types, add_dummy_prefix = [], [], [], True
-    for num, val in fields(data):
-        if num == 1:
+    for num, wire, val in fields(data, "model"):
+        if num == 1 and wire == 2:
+            i = len(pieces)
             piece, score, typ = "", 0.0, 1
-            for n, v in fields(val):
-                if n == 1:
-                    piece = v.decode("utf-8")
-                elif n == 2:
+            for n, w, v in fields(val, f"piece {i}"):
+                if n == 1 and w == 2:
+                    try:
+                        piece = v.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise _spm_error(f"piece {i} is not valid UTF-8", None) from None
+                elif n == 2 and w == 5:
                     score = struct.unpack("<f", v)[0]
-                elif n == 3:
-                    typ = v
+                    if not math.isfinite(score):
+                        raise _spm_error(f"piece {i} ({piece!r}) has score {score}", None)
+                elif n == 3 and w == 0:
+                    typ = v if 1 <= v <= 6 else 1  # protobuf: an unknown enum value reads as the default
             pieces.append(piece)
             scores.append(score)
             types.append(typ)
-        elif num == 3:
-            for n, v in fields(val):
-                if n == 3:
+        elif num == 3 and wire == 2:
+            for n, w, v in fields(val, "normalizer_spec"):
+                if n == 3 and w == 0:
                     add_dummy_prefix = bool(v)
     return pieces, scores, types, add_dummy_prefix
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+def _spm_error(what: str, at: int | None) -> CorruptFile:
+    return CorruptFile(f"tokenizer.model: {what}" + (f" (at byte {at})" if at is not None else ""),
+                       hint="download tokenizer.model again")
+
+
+def _varint(buf: bytes, pos: int, where: str = "model") -> tuple[int, int]:
     val = shift = 0
+    start = pos
     while True:
+        if pos >= len(buf) or pos - start >= 10:
+            raise _spm_error(f"{where}: truncated or overlong varint", start)
         b = buf[pos]
         pos += 1
         val |= (b & 0x7F) << shift
@@ -424,14 +457,29 @@ def _add_specials(writer, model_dir: Path, hparams: dict, summ: TokenizerSummary
     writer.add_add_bos_token(summ.add_bos)
     writer.add_add_eos_token(summ.add_eos)
 
-    template = tc.get("chat_template")
-    if template is None and (model_dir / "chat_template.jinja").is_file():
-        template = (model_dir / "chat_template.jinja").read_text(encoding="utf-8")
+    template, where = tc.get("chat_template"), "tokenizer_config.json"
+    jinja = model_dir / "chat_template.jinja"
+    if template is None and jinja.is_file():
+        try:
+            template, where = jinja.read_bytes().decode("utf-8"), jinja.name
+        except UnicodeDecodeError as e:
+            raise CorruptFile(f"{jinja.name} is not UTF-8 text (byte {e.start})", hint="download it again") from None
     if template is None:
-        template = (_read_json(model_dir / "chat_template.json") or {}).get("chat_template")
-    if isinstance(template, (str, list)) and template:
+        template, where = (_read_json(model_dir / "chat_template.json") or {}).get("chat_template"), "chat_template.json"
+    if template is not None and not _valid_template(template):
+        raise CorruptFile(f"{where}: chat_template is {str(template)[:60]!r}; expected a string or a list of "
+                          "{name, template} objects", hint="the tokenizer file is damaged: download it again")
+    if template:
         writer.add_chat_template(template)
         summ.chat_template = True
+
+
+def _valid_template(t) -> bool:
+    """A chat template as tokenizer_config.json may hold it: a string, or named templates."""
+    if isinstance(t, str):
+        return True
+    return isinstance(t, list) and all(isinstance(x, dict) and isinstance(x.get("name"), str)
+                                       and isinstance(x.get("template"), str) for x in t)
 
 
 def _n_vocab(by_id: dict[int, str], hparams: dict, path: Path) -> int:
@@ -444,9 +492,41 @@ def _n_vocab(by_id: dict[int, str], hparams: dict, path: Path) -> int:
 
 
 def _read_json(path: Path):
-    if not path.is_file():
-        return None
+    """The JSON object in `path`, or None when there is no such file (errors name the file)."""
+    from .sources.hf import read_json
+
+    return read_json(path) if path.is_file() else None
+
+
+def _load_tokenizer(path: Path):
+    """tokenizers.Tokenizer from tokenizer.json; its errors (a plain Exception with serde's
+    message, or a Rust panic) become a CorruptFile naming the file."""
+    from tokenizers import Tokenizer
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is not valid JSON: {e}", hint="download the file again") from None
+        return Tokenizer.from_file(str(path))
+    except BaseException as e:
+        if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+            raise  # KeyboardInterrupt, SystemExit
+        msg = " ".join(str(e).split())[:200]
+        raise CorruptFile(f"{path.name} cannot be loaded by the tokenizers library: {msg}",
+                          hint="the file is damaged or written for another library version: download it again") from None
+
+
+def _token_id(v, where: str) -> int:
+    """A token id from a tokenizer file: a non-negative integer (or its decimal string, as the
+    keys of added_tokens_decoder are)."""
+    if isinstance(v, str) and v.isdigit() and len(v) < 12:
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**31:
+        raise CorruptFile(f"{where}: token id {str(v)[:40]!r} is not a non-negative integer",
+                          hint="the tokenizer file is damaged: download it again")
+    return v
+
+
+def _token_entry(t, where: str) -> tuple[int, str, bool]:
+    """(id, content, special) of an added token {"id", "content", "special"}."""
+    if not isinstance(t, dict) or not isinstance(t.get("content"), str):
+        raise CorruptFile(f"{where}: an added token is {str(t)[:60]!r}; expected an object with a content string",
+                          hint="the tokenizer file is damaged: download it again")
+    return _token_id(t.get("id"), where) if "id" in t else -1, t["content"], bool(t.get("special"))

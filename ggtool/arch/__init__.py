@@ -27,10 +27,12 @@ ARCHITECTURES: dict[str, Family] = {
 
 def family_for(config: dict) -> Family:
     archs = config.get("architectures") or []
-    name = archs[0] if archs else None
+    name = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
     if name not in ARCHITECTURES:
+        shown = name or config.get("model_type") or "unknown"
+        shown = shown[:60] if isinstance(shown, str) else str(shown)[:60]
         raise UnsupportedArchitecture(
-            f"unsupported architecture {name or config.get('model_type', 'unknown')!r}",
+            f"config.json: unsupported architecture {shown!r}",
             hint="supported architectures are " + ", ".join(ARCHITECTURES),
         )
     return ARCHITECTURES[name]

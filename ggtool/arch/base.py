@@ -68,10 +68,81 @@ class HParams:
 
 
 def _req(config: dict, key: str, arch: str):
-    if key not in config:
+    if config.get(key) is None:
         raise InputError(f"config.json of this {arch} checkpoint has no {key!r}",
                          hint="the checkpoint's config.json is incomplete")
     return config[key]
+
+
+# config.json keys ggtool reads -> (kind, smallest, largest). Checked before any is used, so a
+# wrong type or an absurd size (2^63 layers, a negative vocab) is an error naming the key, not
+# a traceback or a 2^63-long loop. null means absent, as in HF's own configs.
+CONFIG_FIELDS: dict[str, tuple[type, float, float]] = {
+    "hidden_size": (int, 1, 1 << 20),
+    "num_attention_heads": (int, 1, 1 << 14),
+    "num_key_value_heads": (int, 1, 1 << 14),
+    "num_hidden_layers": (int, 1, 4096),
+    "intermediate_size": (int, 1, 1 << 22),
+    "vocab_size": (int, 1, (1 << 31) - 1),
+    "head_dim": (int, 2, 1 << 14),
+    "max_position_embeddings": (int, 1, (1 << 32) - 1),
+    "rope_theta": (float, 1e-6, 1e30),
+    "rms_norm_eps": (float, 0.0, 1.0),
+    "tie_word_embeddings": (bool, 0, 1),
+}
+ROPE_FIELDS: dict[str, tuple[type, float, float]] = {
+    "factor": (float, 1e-6, 1e6), "low_freq_factor": (float, 1e-6, 1e6),
+    "high_freq_factor": (float, 1e-6, 1e6), "original_max_position_embeddings": (int, 1, (1 << 32) - 1),
+    "rope_theta": (float, 1e-6, 1e30),
+}
+
+
+def _check_value(where: str, key: str, v, kind: type, lo: float, hi: float) -> None:
+    if kind is bool:
+        ok = isinstance(v, bool)
+    elif kind is int:
+        ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    else:
+        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi)
+    if not ok:
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:40] + "..."
+        want = "true or false" if kind is bool else f"{'an integer' if kind is int else 'a number'} from {lo:g} to {hi:g}"
+        raise InputError(f"{where}: {key} is {shown}; expected {want}",
+                         hint="config.json is damaged or not a Hugging Face model config")
+
+
+def check_config(config: dict) -> None:
+    """Every config.json value ggtool reads has the right type and a sane size."""
+    archs = config.get("architectures")
+    if archs is not None and not (isinstance(archs, list) and all(isinstance(a, str) for a in archs)):
+        raise InputError(f"config.json: architectures is {str(archs)[:60]!r}; expected a list of names",
+                         hint="config.json is damaged or not a Hugging Face model config")
+    for key, (kind, lo, hi) in CONFIG_FIELDS.items():
+        if config.get(key) is not None:
+            _check_value("config.json", key, config[key], kind, lo, hi)
+    for rkey in ("rope_scaling", "rope_parameters"):
+        rs = config.get(rkey)
+        if rs is None:
+            continue
+        if not isinstance(rs, dict):
+            raise InputError(f"config.json: {rkey} is {str(rs)[:60]!r}; expected an object",
+                             hint="config.json is damaged or not a Hugging Face model config")
+        for key in ("rope_type", "type"):
+            if rs.get(key) is not None and not isinstance(rs[key], str):
+                raise InputError(f"config.json: {rkey}.{key} is {str(rs[key])[:40]!r}; expected a name",
+                                 hint="config.json is damaged or not a Hugging Face model config")
+        for key, (kind, lo, hi) in ROPE_FIELDS.items():
+            if rs.get(key) is not None:
+                _check_value(f"config.json: {rkey}", key, rs[key], kind, lo, hi)
+        kind = str(rs.get("rope_type") or rs.get("type") or "").lower()
+        need = {"linear": ("factor",), "yarn": ("factor", "original_max_position_embeddings")}.get(kind, ())
+        for key in need:
+            if rs.get(key) is None:
+                raise InputError(f"config.json: {kind} {rkey} has no {key}",
+                                 hint="config.json is damaged or not a Hugging Face model config")
+        if kind == "llama3" and float(rs.get("low_freq_factor", 1.0)) >= float(rs.get("high_freq_factor", 4.0)):
+            raise InputError(f"config.json: llama3 {rkey} needs low_freq_factor < high_freq_factor",
+                             hint="config.json is damaged or not a Hugging Face model config")
 
 
 @dataclass(frozen=True)
@@ -108,6 +179,7 @@ class Family:
 
     # ------------------------------------------------------------------ hyper-parameters
     def hparams(self, config: dict) -> HParams:
+        check_config(config)
         config = self.prepare_config(config)
         a = (config.get("architectures") or ["?"])[0]
         n_embd = int(_req(config, "hidden_size", a))
@@ -118,7 +190,12 @@ class Family:
         rope = config.get("rope_parameters") or {}
         scaling_from_params = rope if str(rope.get("rope_type", "default")) != "default" else None
         if n_head % n_head_kv:
-            raise InputError(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}")
+            raise InputError(f"config.json: num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}",
+                             hint="config.json is damaged or does not belong to these weights")
+        if head_dim < 2 or head_dim % 2:
+            raise InputError(f"config.json: head_dim {head_dim} (hidden_size / num_attention_heads or head_dim) "
+                             "must be even and at least 2 for rotary embeddings",
+                             hint="config.json is damaged or does not belong to these weights")
         return HParams(
             n_layer=int(_req(config, "num_hidden_layers", a)),
             n_embd=n_embd,
@@ -163,7 +240,7 @@ class Family:
             elif kind in ("longrope", "su") and self.handles_longrope:
                 pass  # the family writes it (phi3.py)
             else:
-                raise UnsupportedArchitecture(f"rope_scaling type {kind!r} is not supported",
+                raise UnsupportedArchitecture(f"config.json: rope_scaling type {kind[:40]!r} is not supported",
                                               hint="supported: linear, yarn, llama3")
         if self.extra_hparams:
             self.extra_hparams(w, config, hp)

@@ -27,6 +27,16 @@ DTYPES = {
 MAX_HEADER = 100 * 1024 * 1024
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _short(v, n: int = 60) -> str:
+    """repr(v), cut to n characters: a header may hold a 100k-element shape or a 1 MB name."""
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
 @dataclass(frozen=True)
 class TensorEntry:
     name: str
@@ -66,45 +76,53 @@ class SafetensorsFile:
                     raise self._fail(f"header claims {n} bytes but the file has {size} (truncated?)")
                 raw = f.read(n)
         except OSError as e:
-            raise InputError(f"cannot read {self.path}: {e.strerror}") from None
+            raise InputError(f"cannot read {self.path}: {e.strerror}", hint="check the path and its permissions") from None
         try:
             header = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise self._fail(f"header is not valid JSON ({e})") from None
+        except RecursionError:
+            raise self._fail("header nests JSON too deeply") from None
         if not isinstance(header, dict):
             raise self._fail("header is not a JSON object")
         data_start = 8 + n
         data_len = size - data_start
         self.metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(self.metadata, dict):
+            raise self._fail("__metadata__ is not a JSON object")
         spans = []
         for name, info in header.items():
-            try:
-                dtype = info["dtype"]
-                shape = tuple(int(s) for s in info["shape"])
-                a, b = (int(v) for v in info["data_offsets"])
-            except (KeyError, TypeError, ValueError):
-                raise self._fail(f"tensor {name!r} has a malformed header entry") from None
+            what = f"tensor {_short(name)}"
+            if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+                raise self._fail(f"{what} has a malformed header entry (needs dtype, shape and data_offsets)")
+            dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+            if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+                raise self._fail(f"{what} has shape {_short(shape)}; expected a list of non-negative integers")
+            if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(v) for v in offsets)):
+                raise self._fail(f"{what} has data_offsets {_short(offsets)}; expected [begin, end]")
+            if not isinstance(dtype, str):
+                raise self._fail(f"{what} has dtype {_short(dtype)}; expected a name such as \"F16\"")
             if dtype not in DTYPES:
                 raise InputError(
-                    f"{self.path.name}: tensor {name!r} has dtype {dtype}",
+                    f"{self.path.name}: {what} has dtype {_short(dtype)}",
                     hint="ggtool reads F32, F16 and BF16 safetensors checkpoints",
                 )
-            if any(s < 0 for s in shape):
-                raise self._fail(f"tensor {name!r} has a negative dimension")
+            shape = tuple(shape)
+            a, b = offsets
             e = TensorEntry(name, dtype, shape, data_start + a, data_start + b)
             if not (0 <= a <= b <= data_len):
                 raise self._fail(
-                    f"tensor {name!r} lies at bytes {a}..{b} but the data section has {data_len} (truncated?)")
+                    f"{what} lies at bytes {a}..{b} but the data section has {data_len} (truncated?)")
             if b - a != e.n_elements * DTYPES[dtype][1]:
                 raise self._fail(
-                    f"tensor {name!r}: shape {list(shape)} x {dtype} needs {e.n_elements * DTYPES[dtype][1]} bytes, "
-                    f"header gives {b - a}")
+                    f"{what}: shape {_short(list(shape))} x {dtype} needs {_short(e.n_elements * DTYPES[dtype][1])} "
+                    f"bytes, header gives {b - a}")
             spans.append((a, b, name))
             self.entries[name] = e
         spans.sort()
         for (a0, b0, n0), (a1, b1, n1) in zip(spans, spans[1:]):
             if a1 < b0:
-                raise self._fail(f"tensors {n0!r} and {n1!r} overlap")
+                raise self._fail(f"tensors {_short(n0)} and {_short(n1)} overlap")
 
     def _map(self):
         if self._mm is None:

@@ -31,17 +31,29 @@ class ModelInfo:
         return self.n_layer == n and (not needs_gqa or self.n_head != self.n_head_kv)
 
     @classmethod
-    def from_kv(cls, get: Callable[[str, object], object]) -> "ModelInfo":
+    def from_kv(cls, get: Callable[[str, object], object], where: str = "GGUF") -> "ModelInfo":
         """From GGUF metadata: `get(key, default)`. Per-layer head counts (lists): layer 0, as
-        llama.cpp's quantizer reads them."""
-        def first(v):
-            return v[0] if isinstance(v, (list, tuple)) and v else v
+        llama.cpp's quantizer reads them. A count that is not a non-negative integer below 2^32
+        (as llama.cpp reads them) is a CorruptFile naming `where` and the key."""
+        from ..errors import CorruptFile
 
-        arch = str(get("general.architecture", ""))
-        n_head = int(first(get(f"{arch}.attention.head_count", 0)) or 0)
-        return cls(arch=arch, n_layer=int(get(f"{arch}.block_count", 0) or 0), n_head=n_head,
-                   n_head_kv=int(first(get(f"{arch}.attention.head_count_kv", n_head)) or 0),
-                   n_expert=int(get(f"{arch}.expert_count", 0) or 0))
+        arch = get("general.architecture", "")
+        arch = arch if isinstance(arch, str) else ""
+
+        def count(key: str, default: int) -> int:
+            v = get(key, default)
+            v = v[0] if isinstance(v, (list, tuple)) and v else v
+            if v is None or v == []:
+                return default
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**32:
+                raise CorruptFile(f"{where}: {key} is {str(v)[:40]!r}; expected a count",
+                                  hint="the file's metadata is damaged: download it again")
+            return v
+
+        n_head = count(f"{arch}.attention.head_count", 0)
+        return cls(arch=arch, n_layer=count(f"{arch}.block_count", 0), n_head=n_head,
+                   n_head_kv=count(f"{arch}.attention.head_count_kv", n_head),
+                   n_expert=count(f"{arch}.expert_count", 0))
 
     @classmethod
     def from_gguf(cls, path) -> "ModelInfo":
@@ -49,6 +61,6 @@ class ModelInfo:
 
         f = GGUFFile(path)
         try:
-            return cls.from_kv(f.get)
+            return cls.from_kv(f.get, where=f.path.name)
         finally:
             f.close()

@@ -16,6 +16,8 @@ from ..plan import FLOAT_TYPES
 from ..plan.model import ModelInfo
 from .base import Source
 
+# types gguf-py can dequantize, besides the ones ggtool writes (quants.QuantType.registry)
+DECODABLE = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16} | set(gguf.quants._type_traits)
 SKIP_KEYS = {"general.architecture", "general.file_type", "general.quantization_version",
              "general.alignment"}
 
@@ -23,10 +25,13 @@ SKIP_KEYS = {"general.architecture", "general.file_type", "general.quantization_
 class GGUFSource(Source):
     def __init__(self, path: Path):
         self.file = GGUFFile(path)
+        try:
+            self._check(path)
+        except CorruptFile:
+            self.file.close()
+            raise
         arch = self.file.get("general.architecture")
-        if not arch:
-            raise CorruptFile(f"{path.name} has no general.architecture")
-        super().__init__(arch=arch, info=ModelInfo.from_kv(self.file.get),
+        super().__init__(arch=arch, info=ModelInfo.from_kv(self.file.get, where=path.name),
                          name=str(self.file.get("general.name", path.stem)))
         self.by_name = {t.name: t for t in self.file.tensors}
         quantized = sorted({t.ggml_type.name for t in self.file.tensors if t.ggml_type not in FLOAT_TYPES})
@@ -36,6 +41,18 @@ class GGUFSource(Source):
                 f"input holds quantized tensors ({', '.join(quantized)}): they are dequantized and "
                 "re-encoded, which keeps their quantization error (re-quantizing loses quality)")
         self.tensors = [(t.name, t.shape) for t in self.file.tensors]
+
+    def _check(self, path: Path) -> None:
+        """What a GGUF must hold to be a source: an architecture name, tensors of types ggtool
+        can decode."""
+        arch = self.file.get("general.architecture")
+        if not isinstance(arch, str) or not arch:
+            raise CorruptFile(f"{path.name} has no general.architecture string"
+                              + ("" if arch is None else f" (it holds {str(arch)[:40]!r})"))
+        for t in self.file.tensors:
+            if t.ggml_type not in quants.QuantType.registry and t.ggml_type not in DECODABLE:
+                raise CorruptFile(f"{path.name}: tensor {t.name!r} has type {t.ggml_type.name}, which ggtool "
+                                  "cannot decode", hint="convert from the model's safetensors or an F16/BF16 GGUF")
 
     @property
     def is_quantized(self) -> bool:

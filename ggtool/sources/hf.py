@@ -23,15 +23,23 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object from `path`; anything else (bad UTF-8 or JSON, nesting deeper than Python
+    parses, not an object) is a CorruptFile naming the file."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CorruptFile(f"{path.name} is not UTF-8 text (byte {e.start})",
+                          hint="the file is damaged: download it again") from None
     except json.JSONDecodeError as e:
-        raise CorruptFile(f"{path.name} is not valid JSON ({e})") from None
+        raise CorruptFile(f"{path.name} is not valid JSON ({e})", hint="the file is damaged: download it again") from None
+    except RecursionError:
+        raise CorruptFile(f"{path.name} nests JSON too deeply to read",
+                          hint="the file is damaged: download it again") from None
     except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from None
+        raise InputError(f"cannot read {path}: {e.strerror}", hint="check the path and its permissions") from None
     if not isinstance(data, dict):
-        raise CorruptFile(f"{path.name} is not a JSON object")
+        raise CorruptFile(f"{path.name} is not a JSON object (it holds {type(data).__name__})")
     return data
 
 
@@ -67,6 +75,10 @@ class HFCheckpoint:
             weight_map = read_json(index).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise CorruptFile(f"{index.name} has no weight_map")
+            bad = [v for v in weight_map.values()
+                   if not isinstance(v, str) or Path(v).name != v or not v.endswith(".safetensors")]
+            if bad:
+                raise CorruptFile(f"{index.name} maps a tensor to {str(bad[0])[:80]!r}, not a .safetensors file in the folder")
             names = sorted(set(weight_map.values()))
             missing = [n for n in names if not (self.path / n).is_file()]
             if missing:
@@ -96,7 +108,7 @@ class HFCheckpoint:
     @property
     def architecture(self) -> str:
         archs = self.config.get("architectures") or []
-        return archs[0] if archs else str(self.config.get("model_type", "?"))
+        return str(archs[0]) if isinstance(archs, list) and archs else str(self.config.get("model_type", "?"))
 
     def names(self) -> list[str]:
         return list(self.where)
@@ -150,6 +162,9 @@ class HFSource(Source):
             g = slot[0] if slot else self.family.gguf_name(rn)
             if g is None or (g == "output.weight" and tied):
                 continue
+            if g.startswith("blk.") and int(g.split(".")[1]) >= self.hp.n_layer:
+                raise InputError(f"tensor {hf!r} is in a layer beyond config.json's num_hidden_layers "
+                                 f"({self.hp.n_layer})", hint="config.json does not belong to these weights")
             want = self.family.expected_shape(g, self.hp)
             got = self.ck.shape(hf)
             if tuple(got) != tuple(want):
@@ -167,7 +182,8 @@ class HFSource(Source):
         missing = [n for n in self.family.required(self.hp) if n not in self.hf_of and n not in self.stacks]
         missing += [f"{g} (expert {e})" for g, hfs in self.stacks.items() for e, h in enumerate(hfs) if h is None]
         if missing:
-            raise InputError(f"checkpoint lacks {len(missing)} expected tensor(s), e.g. {missing[0]!r}",
+            raise InputError(f"checkpoint {path.name} lacks {len(missing)} expected tensor(s), e.g. {missing[0]!r} "
+                             f"(config.json: {self.hp.n_layer} layers)",
                              hint="download the whole checkpoint (all shards) again")
         self.extra = self.family.extra_tensors(self.hp)
         entries = [(g, tuple(self.ck.shape(h))) for g, h in self.hf_of.items()]
