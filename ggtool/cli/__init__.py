@@ -87,10 +87,12 @@ def main(argv=None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:
-        if os.environ.get("GGTOOL_DEBUG"):
+    except BaseException as e:  # Exception, and a Rust panic from a binding (pyo3's PanicException)
+        if isinstance(e, (SystemExit, GeneratorExit)) or os.environ.get("GGTOOL_DEBUG"):
             raise
-        bug = GgtoolError(f"internal error (a bug in ggtool {__version__}): {type(e).__name__}: {e}",
+        what = " ".join(str(e).split())  # one line, however the exception spells itself
+        what = what if len(what) <= 300 else what[:297] + "..."
+        bug = GgtoolError(f"internal error (a bug in ggtool {__version__}): {type(e).__name__}: {what}",
                           hint="rerun with GGTOOL_DEBUG=1 to see the traceback, and please report it")
         show_error(bug)
         sys.exit(EXIT_BUG)
