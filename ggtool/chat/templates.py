@@ -177,11 +177,126 @@ def _formatter(tpl: ChatTemplate, add_generation_prompt: bool):
         raise GgtoolError(f"llama-cpp-python is not installed ({e})", hint=INSTALL_HINT) from None
     import jinja2
 
+    # Jinja2ChatFormatter compiles its template at once, folding constants: `{{ 10**10**10 }}`
+    # would be computed right there. So it gets an empty template, and ours is compiled in its
+    # (transformers-like) environment once that environment is bounded.
+    fmt = Jinja2ChatFormatter(template="", eos_token=tpl.eos_token, bos_token=tpl.bos_token,
+                              add_generation_prompt=add_generation_prompt)
+    env = _bounded(fmt._environment.environment)
     try:
-        return Jinja2ChatFormatter(template=tpl.text, eos_token=tpl.eos_token, bos_token=tpl.bos_token,
-                                   add_generation_prompt=add_generation_prompt)
+        fmt._environment, fmt.template = env.from_string(tpl.text), tpl.text
     except jinja2.TemplateError as e:
-        raise TemplateError(f"the chat template ({tpl.source}) does not parse: {e}") from None
+        raise TemplateError(f"the chat template ({tpl.source}) does not parse: {_one_line(e)}") from None
+    except (RecursionError, MemoryError, ValueError, TypeError, NameError, OverflowError) as e:  # Jinja's own compiler
+        raise TemplateError(f"the chat template ({tpl.source}) does not compile: {e.__class__.__name__}: "
+                            f"{_one_line(e)}") from None
+    namespace = fmt._environment.root_render_func.__globals__  # the compiled template's module
+    for name in ("str_join", "markup_join"):                   # `a ~ b` concatenates through these
+        if name in namespace:
+            namespace[name] = _sized(namespace[name])
+    return fmt
+
+
+MAX_INT_BITS = 1 << 16  # a number of ~20,000 digits: anything bigger in a chat template is a runaway
+
+
+def _one_line(e: BaseException, n: int = 300) -> str:
+    s = " ".join(str(e).split())
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _sized(fn):
+    """fn whose str/list result may not pass RENDER_MAX_CHARS (its inputs are bounded, so the
+    result is at most a few times that before it is refused)."""
+    def sized(*a, **k):
+        r = fn(*a, **k)
+        if isinstance(r, (str, list, tuple)) and len(r) > RENDER_MAX_CHARS:
+            raise _Runaway(f"a value passed {RENDER_MAX_CHARS:,} characters")
+        return r
+    return sized
+
+
+def _check_sizes(what: str, args, kwargs, limit: int = RENDER_MAX_CHARS) -> None:
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > limit:
+            raise _Runaway(f"{what} was given {v if v.bit_length() < 64 else 'a huge number'}")
+
+
+def _check_binop(op: str, a, b) -> None:
+    seq = (str, list, tuple)
+    if op == "*":
+        if isinstance(a, int) and isinstance(b, seq):
+            a, b = b, a
+        if isinstance(a, seq) and isinstance(b, int) and len(a) * b > RENDER_MAX_CHARS:
+            raise _Runaway(f"a value of {len(a):,} x {b:,} items")
+        if isinstance(a, int) and isinstance(b, int) and a.bit_length() + b.bit_length() > MAX_INT_BITS:
+            raise _Runaway("a product of huge numbers")
+    elif op == "**" and isinstance(a, int) and isinstance(b, int) and b > 0:
+        if max(a.bit_length(), 1) * b > MAX_INT_BITS and abs(a) > 1:
+            raise _Runaway("a power too large to compute")
+    elif op == "%" and isinstance(a, str):
+        import re
+
+        widths = [int(w) for w in re.findall(r"%[-#0 +]*(\d+)", a)]
+        stars = "%*" in a or "%-*" in a or ".*" in a
+        _check_sizes("a % format", widths + (list(b) if stars and isinstance(b, tuple) else []), {})
+
+
+def _bounded(env):
+    """`env` (a Jinja sandbox) with the operators, calls and filters that can build a huge value
+    or number checked first, so that memory stays bounded as time and output already are."""
+    import re
+
+    base_binop, base_call = env.call_binop, env.call
+    env.intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+    def call_binop(context, op, left, right):
+        _check_binop(op, left, right)
+        r = base_binop(context, op, left, right)
+        if isinstance(r, (str, list, tuple)) and len(r) > RENDER_MAX_CHARS:
+            raise _Runaway(f"a value passed {RENDER_MAX_CHARS:,} characters")
+        return r
+
+    def call(context, obj, *args, **kwargs):
+        name = getattr(obj, "__name__", "")
+        _check_sizes(f"{name}()", args, kwargs, 1000 if name == "generate_lorem_ipsum" else RENDER_MAX_CHARS)
+        if name in ("format", "format_map") and isinstance(getattr(obj, "__self__", None), str):
+            _check_sizes("a format width", [int(w) for w in re.findall(r"[<>=^]?(\d+)", obj.__self__)], {})
+        return _sized(base_call)(context, obj, *args, **kwargs)
+
+    env.call_binop, env.call = call_binop, call
+    for name, f in list(env.filters.items()):
+        env.filters[name] = _bounded_filter(name, f)
+    return env
+
+
+def _bounded_filter(name: str, f):
+    from jinja2.utils import _PassArg
+
+    skip = 1 if _PassArg.from_obj(f) is not None else 0  # a context comes first
+
+    def bounded(*args, **kwargs):
+        whole, args = args, args[skip:]
+        value = args[0] if args else None
+        _check_sizes(f"the {name} filter", args[1:], kwargs, 1000 if name == "tojson" else RENDER_MAX_CHARS)
+        if name == "indent" and isinstance(value, str):
+            width = args[1] if len(args) > 1 else kwargs.get("width", 4)
+            width = len(width) if isinstance(width, str) else width
+            if isinstance(width, int) and (value.count("\n") + 1) * width > RENDER_MAX_CHARS:
+                raise _Runaway("the indent filter would pass the size limit")
+        if name == "replace" and isinstance(value, str) and len(args) > 2:
+            old, new = str(args[1]), str(args[2])
+            if len(new) > len(old) and (value.count(old) if old else len(value) + 1) * (len(new) - len(old)) > RENDER_MAX_CHARS:
+                raise _Runaway("the replace filter would pass the size limit")
+        if name == "join" and isinstance(value, (list, tuple)) and len(args) > 1:
+            if len(value) * len(str(args[1])) > RENDER_MAX_CHARS:
+                raise _Runaway("the join filter would pass the size limit")
+        return _sized(f)(*whole, **kwargs)
+
+    # keep what Jinja reads off a filter (pass_context & co.) and its signature
+    import functools
+
+    return functools.wraps(f)(bounded)
 
 
 @contextlib.contextmanager
@@ -237,11 +352,14 @@ def _render_bounded(tpl: ChatTemplate, messages: list[dict], add_generation_prom
     except _Runaway as e:
         raise TemplateError(f"the chat template ({tpl.source}) runs away: {e}") from None
     except ValueError as e:  # raise_exception(...) in the template
-        raise TemplateError(f"the chat template ({tpl.source}) refused this conversation: {e}",
+        raise TemplateError(f"the chat template ({tpl.source}) refused this conversation: {_one_line(e)}",
                             hint="the template's own check; e.g. some templates allow no system "
                                  "prompt, or need user/assistant turns to alternate") from None
     except RecursionError:
         raise TemplateError(f"the chat template ({tpl.source}) recurses without end") from None
-    except (jinja2.TemplateError, TypeError, KeyError, AttributeError, IndexError, ZeroDivisionError) as e:
-        raise TemplateError(f"the chat template ({tpl.source}) failed: {e.__class__.__name__}: {e}") from None
+    except MemoryError:
+        raise TemplateError(f"the chat template ({tpl.source}) runs away: it ran out of memory") from None
+    except (jinja2.TemplateError, TypeError, KeyError, AttributeError, IndexError, ZeroDivisionError,
+            OverflowError, AssertionError, NameError) as e:
+        raise TemplateError(f"the chat template ({tpl.source}) failed: {e.__class__.__name__}: {_one_line(e)}") from None
     return "".join(parts)

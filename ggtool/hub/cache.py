@@ -39,13 +39,19 @@ class UnsafeFileName(InputError):
     hint = "the server listed a file name that would escape the cache; nothing was written"
 
 
+def _short(v, n: int = 80) -> str:
+    """repr(v) cut to n characters: what a broken server sent may be a megabyte long."""
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
 def safe_relpath(name: str) -> PurePosixPath:
     """A repo file name as a relative path, refusing anything that could escape its folder."""
     bad = (not name or "\\" in name or "\x00" in name or name.startswith("/")
            or re.match(r"^[A-Za-z]:", name) is not None)
     parts = name.split("/")
     if bad or any(p in ("", ".", "..") for p in parts):
-        raise UnsafeFileName(f"refusing file name {name!r} from the server: it escapes the model folder")
+        raise UnsafeFileName(f"refusing file name {_short(name)} from the server: it escapes the model folder")
     return PurePosixPath(*parts)
 
 
@@ -63,7 +69,7 @@ class RepoCache:
 
     def blob(self, etag: str) -> Path:
         if not ETAG_RE.match(etag):
-            raise UnsafeFileName(f"refusing etag {etag!r} from the server: not a sha1/sha256 hex digest",
+            raise UnsafeFileName(f"refusing etag {_short(etag)} from the server: not a sha1/sha256 hex digest",
                                  hint="the server does not speak the Hub protocol (or is broken)")
         return self.folder / "blobs" / etag
 
@@ -76,7 +82,7 @@ class RepoCache:
 
     def snapshot(self, commit: str) -> Path:
         if not COMMIT_RE.match(commit):
-            raise UnsafeFileName(f"refusing commit id {commit!r} from the server",
+            raise UnsafeFileName(f"refusing commit id {_short(commit)} from the server",
                                  hint="the server does not speak the Hub protocol (or is broken)")
         return self.folder / "snapshots" / commit
 
@@ -84,7 +90,7 @@ class RepoCache:
         snap = self.snapshot(commit)
         p = snap.joinpath(*safe_relpath(name).parts)
         if Path(os.path.abspath(snap)) not in Path(os.path.abspath(p)).parents:  # no symlinks resolved
-            raise UnsafeFileName(f"refusing file name {name!r}: it lands outside {snap}")
+            raise UnsafeFileName(f"refusing file name {_short(name)}: it lands outside {snap}")
         return p
 
     def read_ref(self, revision: str) -> str | None:

@@ -106,6 +106,16 @@ def unreachable(reason: str) -> HubUnreachable:
                                "HF_HUB_OFFLINE=1 uses only what is already cached")
 
 
+def malformed(repo: str, what: str) -> HubError:
+    return HubError(f"the Hub's answer about {repo} is malformed: {what}",
+                    hint="the server does not speak the Hub protocol (or is broken); check HF_ENDPOINT")
+
+
+def _one_line(e: BaseException, n: int = 200) -> str:
+    s = " ".join(str(e).split())
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
 def http_error(status: int, repo: str, what: str) -> HubError:
     """An HTTP status from the Hub -> the error users can act on."""
     if status in (401, 403):
@@ -154,17 +164,26 @@ def repo_info(repo: str, revision: str = "main") -> RepoInfo:
         raise http_error(status, repo, f"asking the Hub about {repo}") from None
     except GgtoolError:
         raise
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as e:  # huggingface_hub could not parse it
+        raise malformed(repo, f"{e.__class__.__name__}: {_one_line(e)}") from None
     except Exception as e:  # connection refused, DNS, TLS, timeouts: whatever the HTTP library raises
-        raise unreachable(f"{e.__class__.__name__}: {e}" if str(e) else e.__class__.__name__) from None
+        raise unreachable(f"{e.__class__.__name__}: {_one_line(e)}" if str(e) else e.__class__.__name__) from None
+    if not isinstance(commit, str):
+        raise malformed(repo, f"the commit id is {str(commit)[:40]!r}")
     files = []
-    for e in entries:
+    for i, e in enumerate(entries):
         if getattr(e, "size", None) is None or not hasattr(e, "blob_id"):
             continue  # a folder
-        safe_relpath(e.path)  # refuse '..' and absolute names here, before anything is written
         lfs = getattr(e, "lfs", None)
+        size = lfs.size if lfs is not None else e.size
         sha = getattr(lfs, "sha256", None) if lfs is not None else None
-        files.append(RemoteFile(path=e.path, size=int(lfs.size if lfs is not None else e.size),
-                                oid=e.blob_id, sha256=sha))
+        for what, v, ok in (("path", e.path, isinstance(e.path, str)), ("git blob id", e.blob_id, isinstance(e.blob_id, str)),
+                            ("size", size, isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 2**60),
+                            ("sha256", sha, sha is None or isinstance(sha, str))):
+            if not ok:
+                raise malformed(repo, f"file {i} of the tree has {what} {str(v)[:40]!r}")
+        safe_relpath(e.path)  # refuse '..' and absolute names here, before anything is written
+        files.append(RemoteFile(path=e.path, size=size, oid=e.blob_id, sha256=sha))
     return RepoInfo(repo=repo, revision=revision, commit=commit, files=files,
                     gated=bool(getattr(info, "gated", False)), private=bool(getattr(info, "private", False)))
 

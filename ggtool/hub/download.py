@@ -240,7 +240,7 @@ def _download(rf: RemoteFile, repo: str, commit: str, part: Path, policy: Policy
         log(f"downloading {rf.path} ({human_bytes(rf.size)})")
     url = client.resolve_url(repo, commit, rf.path)
     disable = True if (not progress or os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")) else None  # None: TTY only
-    failures = 0
+    failures = restarts = 0
     with open(part, "ab") as f, tqdm(total=rf.size, initial=have, desc=rf.path[-40:], unit="B", unit_scale=True,
                                      unit_divisor=1024, file=sys.stderr, disable=disable, leave=False,
                                      dynamic_ncols=True) as bar:
@@ -250,6 +250,10 @@ def _download(rf: RemoteFile, repo: str, commit: str, part: Path, policy: Policy
             try:
                 have = _stream(rf, repo, url, f, h, have, policy, bar)
             except _Restart:
+                restarts += 1  # a server whose file is shorter than the Hub's size: 416, restart, 416, ...
+                if restarts > policy.retries:
+                    raise DownloadFailed(f"downloading {rf.path} restarted from the beginning {restarts} times: the "
+                                         f"server does not serve the {human_bytes(rf.size)} the Hub lists") from None
                 f.seek(0)
                 f.truncate()
                 h, have = new_hasher(rf), 0
