@@ -89,16 +89,28 @@ CONFIG_FIELDS: dict[str, tuple[type, float, float]] = {
     "rope_theta": (float, 1e-6, 1e30),
     "rms_norm_eps": (float, 0.0, 1.0),
     "tie_word_embeddings": (bool, 0, 1),
+    # the families with twists (gemma.py, phi3.py, moe.py)
+    "num_local_experts": (int, 1, 1024), "num_experts": (int, 1, 1024), "num_experts_per_tok": (int, 1, 1024),
+    "moe_intermediate_size": (int, 1, 1 << 22), "decoder_sparse_step": (int, 1, 4096),
+    "sliding_window": (int, 0, (1 << 32) - 1), "sliding_window_pattern": (int, 1, 4096),
+    "query_pre_attn_scalar": (float, 1e-6, 1e6), "attn_logit_softcapping": (float, 0.0, 1e6),
+    "final_logit_softcapping": (float, 0.0, 1e6), "rope_local_base_freq": (float, 1e-6, 1e30),
+    "partial_rotary_factor": (float, 1e-6, 1.0), "original_max_position_embeddings": (int, 1, (1 << 32) - 1),
+    "hidden_act": (str, 0, 0), "hidden_activation": (str, 0, 0),
 }
 ROPE_FIELDS: dict[str, tuple[type, float, float]] = {
     "factor": (float, 1e-6, 1e6), "low_freq_factor": (float, 1e-6, 1e6),
     "high_freq_factor": (float, 1e-6, 1e6), "original_max_position_embeddings": (int, 1, (1 << 32) - 1),
-    "rope_theta": (float, 1e-6, 1e30),
+    "rope_theta": (float, 1e-6, 1e30), "attention_factor": (float, 1e-6, 1e6),
+    "partial_rotary_factor": (float, 1e-6, 1.0),
 }
+ROPE_LISTS = ("long_factor", "short_factor")   # LongRoPE: one finite factor per rotary dimension pair
 
 
 def _check_value(where: str, key: str, v, kind: type, lo: float, hi: float) -> None:
-    if kind is bool:
+    if kind is str:
+        ok = isinstance(v, str) and len(v) < 200
+    elif kind is bool:
         ok = isinstance(v, bool)
     elif kind is int:
         ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
@@ -106,13 +118,27 @@ def _check_value(where: str, key: str, v, kind: type, lo: float, hi: float) -> N
         ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi)
     if not ok:
         shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:40] + "..."
-        want = "true or false" if kind is bool else f"{'an integer' if kind is int else 'a number'} from {lo:g} to {hi:g}"
+        want = ("true or false" if kind is bool else "a name" if kind is str
+                else f"{'an integer' if kind is int else 'a number'} from {lo:g} to {hi:g}")
         raise InputError(f"{where}: {key} is {shown}; expected {want}",
                          hint="config.json is damaged or not a Hugging Face model config")
 
 
 def check_config(config: dict) -> None:
     """Every config.json value ggtool reads has the right type and a sane size."""
+    text = config.get("text_config")  # multimodal configs (Gemma 3) nest the language model's
+    if text is not None:
+        if not isinstance(text, dict):
+            raise InputError(f"config.json: text_config is {str(text)[:60]!r}; expected an object",
+                             hint="config.json is damaged or not a Hugging Face model config")
+        check_config(text)
+    for key in ("layer_types", "mlp_only_layers"):
+        v = config.get(key)
+        if v is not None and not (isinstance(v, list) and len(v) <= 4096
+                                  and all(isinstance(x, str if key == "layer_types" else int) for x in v)):
+            raise InputError(f"config.json: {key} is {str(v)[:60]!r}; expected a list of "
+                             f"{'names' if key == 'layer_types' else 'layer numbers'}",
+                             hint="config.json is damaged or not a Hugging Face model config")
     archs = config.get("architectures")
     if archs is not None and not (isinstance(archs, list) and all(isinstance(a, str) for a in archs)):
         raise InputError(f"config.json: architectures is {str(archs)[:60]!r}; expected a list of names",
@@ -134,6 +160,12 @@ def check_config(config: dict) -> None:
         for key, (kind, lo, hi) in ROPE_FIELDS.items():
             if rs.get(key) is not None:
                 _check_value(f"config.json: {rkey}", key, rs[key], kind, lo, hi)
+        for key in ROPE_LISTS:
+            v = rs.get(key)
+            if v is not None and not (isinstance(v, list) and len(v) <= 65536 and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in v)):
+                raise InputError(f"config.json: {rkey}.{key} is {str(v)[:60]!r}; expected a list of positive numbers",
+                                 hint="config.json is damaged or not a Hugging Face model config")
         kind = str(rs.get("rope_type") or rs.get("type") or "").lower()
         need = {"linear": ("factor",), "yarn": ("factor", "original_max_position_embeddings")}.get(kind, ())
         for key in need:

@@ -5,6 +5,7 @@ Pickle formats (.bin, .pt, .pth, .ckpt) are refused, never unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,8 @@ class HFCheckpoint:
             if not isinstance(weight_map, dict) or not weight_map:
                 raise CorruptFile(f"{index.name} has no weight_map")
             bad = [v for v in weight_map.values()
-                   if not isinstance(v, str) or Path(v).name != v or not v.endswith(".safetensors")]
+                   if not isinstance(v, str) or Path(v).name != v or not v.endswith(".safetensors")
+                   or len(v.encode()) > 255]
             if bad:
                 raise CorruptFile(f"{index.name} maps a tensor to {str(bad[0])[:80]!r}, not a .safetensors file in the folder")
             names = sorted(set(weight_map.values()))
@@ -127,12 +129,26 @@ class HFCheckpoint:
             f.close()
 
 
+@contextlib.contextmanager
+def _from_config():
+    """Errors of what config.json says (hparams, a family's checks) name config.json."""
+    try:
+        yield
+    except InputError as e:
+        if "config.json" in e.message:
+            raise
+        raise type(e)(f"config.json: {e.message}", hint=e.hint or "config.json is damaged or does not "
+                      "belong to these weights") from None
+
+
 class HFSource(Source):
     def __init__(self, path: Path):
         self.ck = HFCheckpoint.open(path)
         self.family = archs.family_for(self.ck.config)
-        self.config = cfg = self.family.prepare_config(self.ck.config)
-        self.hp = self.family.hparams(cfg)
+        with _from_config():
+            archs.base.check_config(self.ck.config)
+            self.config = cfg = self.family.prepare_config(self.ck.config)
+            self.hp = self.family.hparams(cfg)
         # the language model's tensors under the names the family tables use
         names, skipped = {}, []
         for hf in self.ck.names():
@@ -145,7 +161,8 @@ class HFSource(Source):
         tied = self.hp.tied or not has_lm_head
         if tied != self.hp.tied:
             self.hp = archs.base.HParams(**{**self.hp.__dict__, "tied": tied})
-        self.family.validate(self.hp, cfg, list(names))
+        with _from_config():
+            self.family.validate(self.hp, cfg, list(names))
         super().__init__(
             arch=self.family.gguf_arch,
             info=ModelInfo(self.family.gguf_arch, self.hp.n_layer, self.hp.n_head, self.hp.n_head_kv,
@@ -199,7 +216,8 @@ class HFSource(Source):
         md = Metadata(self.arch)
         md.add_type("model")
         md.add_name(self.name)
-        self.family.write_hparams(md, self.hp, self.config)
+        with _from_config():
+            self.family.write_hparams(md, self.hp, self.config)
         self.tokenizer = add_tokenizer(md, self.ck.path, self.config)
         return md
 
