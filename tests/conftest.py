@@ -98,3 +98,18 @@ def smollm2_q8_gguf(smollm2_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("smollm2_q8") / "smollm2-135m.Q8_0.gguf"
     convert(smollm2_checkpoint, out, "Q8_0", progress=False)
     return out
+
+
+@pytest.fixture
+def say(request):
+    """say(line): a line in the test report, shown even without -s (the fault and fuzz loops
+    report their counts this way)."""
+    tr = request.config.pluginmanager.getplugin("terminalreporter")
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+
+    def _say(line: str) -> None:
+        print(line)
+        if tr is not None and capman is not None:
+            with capman.global_and_fixture_disabled():
+                tr.write_line(f"\n  {request.node.name}: {line}")
+    return _say

@@ -26,6 +26,9 @@ ARCHITECTURES: dict[str, Family] = {
 
 
 def family_for(config: dict) -> Family:
+    from .base import check_config
+
+    check_config(config)
     archs = config.get("architectures") or []
     name = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
     if name not in ARCHITECTURES:
