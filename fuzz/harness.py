@@ -145,6 +145,7 @@ class Stats:
     cpu: float = 0.0
     wall: float = 0.0
     max_wall: float = 0.0
+    mutator_errors: int = 0
 
     def add(self, r: Result) -> None:
         self.mutants += 1

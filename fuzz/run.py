@@ -48,7 +48,13 @@ def campaign(fz: Fuzzer, target: str, seed: int, count: int | None, seconds: flo
     i = start
     while (count is None or i < start + count) and (t_end is None or time.monotonic() < t_end):
         rng = random.Random(f"{seed}:{target}:{i}")
-        seed_name, files = fz.mutant(target, rng)
+        try:
+            seed_name, files = fz.mutant(target, rng)
+        except Exception as e:  # a mutator bug: say so and go on (tests/test_fuzz.py would fail on it)
+            print(f"  {target} #{i}: the mutator failed: {e.__class__.__name__}: {e}", flush=True)
+            st.mutator_errors += 1
+            i += 1
+            continue
         r = fz.run(target, seed_name, files)
         st.add(r)
         if r.problem:

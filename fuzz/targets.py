@@ -11,6 +11,7 @@ or raises a GgtoolError; anything else is a bug. Adding a reader is one such pai
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -95,7 +96,10 @@ def _mutate_gguf(rng, seed: Seed) -> dict[str, bytes]:
     lay = seed.cache["layout"]
     out = m.mutate_gguf(rng, data, lay)
     if rng.random() < 0.2:  # a second change on top (the seed's layout still holds if no length moved)
-        out = m.mutate_gguf(rng, out, lay) if len(out) == len(data) else m.mutate_bytes(rng, out, 0, lay.header_end)
+        try:
+            out = m.mutate_gguf(rng, out, lay) if len(out) == len(data) else m.mutate_bytes(rng, out, 0, lay.header_end)
+        except (struct.error, ValueError, IndexError, OverflowError):  # the first change broke what it reads
+            out = m.mutate_bytes(rng, out, 0, lay.header_end)
     return {"model.gguf": out}
 
 

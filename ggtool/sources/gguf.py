@@ -50,6 +50,8 @@ class GGUFSource(Source):
             raise CorruptFile(f"{path.name} has no general.architecture string"
                               + ("" if arch is None else f" (it holds {str(arch)[:40]!r})"))
         for t in self.file.tensors:
+            if 0 in t.shape:
+                raise CorruptFile(f"{path.name}: tensor {t.name!r} has no elements (shape {list(t.shape)})")
             if t.ggml_type not in quants.QuantType.registry and t.ggml_type not in DECODABLE:
                 raise CorruptFile(f"{path.name}: tensor {t.name!r} has type {t.ggml_type.name}, which ggtool "
                                   "cannot decode", hint="convert from the model's safetensors or an F16/BF16 GGUF")
