@@ -661,3 +661,44 @@ def mutate_jinja(rng, data: bytes) -> bytes:
     else:
         return mutate_bytes(rng, data)
     return text.encode("utf-8", "surrogatepass")
+
+
+# --------------------------------------------------------------------------- legacy imatrix .dat
+
+def dat_fields(data: bytes) -> list[tuple[int, str]]:
+    """(offset, kind) of every i32 of a valid legacy imatrix .dat: the entry count, each entry's
+    name length, ncall and nval, and the trailer's chunk count and dataset name length."""
+    out, pos = [(0, "n")], 4
+    (n,) = struct.unpack_from("<i", data, 0)
+    for _ in range(n):
+        (ln,) = struct.unpack_from("<i", data, pos)
+        out.append((pos, "len"))
+        pos += 4 + ln
+        out += [(pos, "ncall"), (pos + 4, "nval")]
+        (nval,) = struct.unpack_from("<i", data, pos + 4)
+        pos += 8 + 4 * nval
+    if pos + 4 <= len(data):
+        out.append((pos, "chunks"))
+        if pos + 8 <= len(data):
+            out.append((pos + 4, "dataset_len"))
+    return out
+
+
+def mutate_dat(rng, data: bytes) -> bytes:
+    """A legacy imatrix with one i32 field set to an interesting value (signed too), a value
+    made NaN/negative, truncated, or damaged raw."""
+    r = rng.random()
+    b = bytearray(data)
+    if r < 0.55:
+        off, _kind = rng.choice(dat_fields(data))
+        v = interesting_int(rng, 32, struct.unpack_from("<I", data, off)[0], len(data))
+        b[off: off + 4] = v.to_bytes(4, "little")
+        return bytes(b)
+    if r < 0.7:
+        i = rng.randrange(4, len(data) - 4)
+        b[i: i + 4] = rng.choice([struct.pack("<f", float("nan")), struct.pack("<f", -1.0),
+                                  struct.pack("<f", float("inf")), rng.randbytes(4)])
+        return bytes(b)
+    if r < 0.8:
+        return data[: rng.randrange(len(data))]
+    return mutate_bytes(rng, data)

@@ -37,6 +37,7 @@ GGUFS = {  # seed -> (checkpoint, mix, rules)
     "gguf-kinds": ("ck-gpt2", "F32", "plain"),
 }
 HUB = {"hub-st": "test/tiny-llama", "hub-gguf": "test/tiny-GGUF:Q8_0"}   # seed -> what to pull
+IMATRIX = {"imatrix-gguf": "imatrix.gguf", "imatrix-dat": "imatrix.dat"}  # beside gguf-f16's model
 # A tool-calling template in the style of recent instruct models, written for these tests.
 TOOLS_TEMPLATE = (
     "{%- macro render(m) -%}<|{{ m['role'] }}|>{{ m['content'] | trim }}{%- if m.tool_calls is defined -%}"
@@ -80,9 +81,12 @@ def build(folder: str | Path, only: set[str] | None = None) -> dict[str, Path]:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    want = set(CHECKPOINTS) | set(GGUFS) | set(HUB) | set(chat_templates()) if only is None else set(only)
+    want = (set(CHECKPOINTS) | set(GGUFS) | set(HUB) | set(IMATRIX) | set(chat_templates())
+            if only is None else set(only))
     if want & set(HUB):
         want |= {"ck-gpt2", "gguf-q8_0"}   # what the local Hub serves (fuzz/hubfuzz.py)
+    if want & set(IMATRIX):
+        want |= {"gguf-f16"}
     want |= {GGUFS[g][0] for g in want if g in GGUFS}
     out: dict[str, Path] = {}
     for name, spec in CHECKPOINTS.items():
@@ -131,6 +135,14 @@ def build(folder: str | Path, only: set[str] | None = None) -> dict[str, Path]:
                 out[name] = d
         finally:
             hub.stop()
+    for name, file in IMATRIX.items():
+        if name in want:
+            d = folder / name
+            d.mkdir(exist_ok=True)
+            if not (d / file).is_file():
+                shutil.copyfile(out["gguf-f16"] / "model.gguf", d / "model.gguf")
+                write_imatrix(d / "model.gguf", d / file)
+            out[name] = d
     for name, text in chat_templates().items():
         if name in want:
             d = folder / name
@@ -160,3 +172,32 @@ def materialize(seed_dir: Path | None, files: dict[str, bytes], dest: Path) -> P
     for name, data in files.items():
         (dest / name).write_bytes(data)
     return dest
+
+
+def write_imatrix(model: Path, path: Path) -> None:
+    """A seeded imatrix for every matrix of `model` that llama-quantize weights: llama.cpp's
+    GGUF format through ggtool's writer, or the legacy .dat written here byte by byte."""
+    import struct
+
+    import numpy as np
+
+    from ggtool.formats import imatrix
+    from ggtool.formats.gguf_reader import GGUFFile
+
+    f = GGUFFile(model)
+    shapes = {t.name: t.shape for t in f.tensors if len(t.shape) == 2 and t.name != "token_embd.weight"}
+    f.close()
+    rng = np.random.default_rng(0)
+    im = imatrix.IMatrix(datasets=["fuzz.txt"], chunk_count=3, chunk_size=64)
+    for name, shape in sorted(shapes.items()):
+        im.entries[name] = imatrix.Entry(rng.uniform(0.1, 5, (1, shape[-1])).astype(np.float32) * 192,
+                                         np.array([192.0]))
+    if path.suffix == ".gguf":
+        imatrix.write_gguf(im, path)
+        return
+    out = [struct.pack("<i", len(im.entries))]
+    for name, e in im.entries.items():
+        vals = (e.sums / e.counts[:, None] * 3).reshape(-1).astype("<f4")  # values = mean * ncall
+        out += [struct.pack("<i", len(name)), name.encode(), struct.pack("<ii", 3, vals.size), vals.tobytes()]
+    out += [struct.pack("<i", 3), struct.pack("<i", 8), b"fuzz.txt"]
+    path.write_bytes(b"".join(out))

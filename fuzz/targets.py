@@ -282,6 +282,32 @@ def run_chat(folder: Path) -> None:
                 {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Why?"}])
 
 
+# --------------------------------------------------------------------------- imatrix files
+
+def _mutate_imatrix(rng, seed: Seed) -> dict[str, bytes]:
+    if seed.name == "imatrix-dat":
+        return {"imatrix.dat": m.mutate_dat(rng, seed.read("imatrix.dat"))}
+    data = seed.read("imatrix.gguf")
+    if "layout" not in seed.cache:
+        seed.cache["layout"] = m.gguf_layout(data)
+    return {"imatrix.gguf": m.mutate_gguf(rng, data, seed.cache["layout"])}
+
+
+@target("imatrix", ["imatrix-gguf", "imatrix-dat"], _mutate_imatrix, budget=300)
+def run_imatrix(folder: Path) -> None:
+    """ggtool.formats.imatrix (llama.cpp's GGUF imatrix and the legacy .dat), then a quantize of
+    the model it belongs to with it (Q4_0, llama.cpp's rules with an imatrix)."""
+    from ggtool.convert import convert
+    from ggtool.formats import imatrix
+
+    path = next(p for p in (folder / "imatrix.gguf", folder / "imatrix.dat") if p.exists())
+    im = imatrix.read(path)
+    im.digest()
+    convert(folder / "model.gguf", folder / "out.gguf", "Q4_0", rules="llama.cpp", imatrix=path,
+            progress=False, threads=1)
+    check_gguf_output(folder / "out.gguf")
+
+
 # --------------------------------------------------------------------------- the harness itself
 
 @target("_selftest", [], lambda rng, seed: {}, budget=0)

@@ -216,7 +216,10 @@ def quantize_level(base: Path, base_sha: str, level: str, quantizer: str, root: 
     out = root / base_sha[:16] / f"{level}.{quantizer}.{_quant_opts(quantizer, rules)}.gguf"
     side = _sidecar(out)
     if out.is_file() and side.is_file():
-        return out, float(json.loads(side.read_text())["seconds"])
+        try:
+            return out, float(json.loads(side.read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged cache entry is a missing one: made again below
     out.parent.mkdir(parents=True, exist_ok=True)
     if quantizer == "ggtool":
         from .convert import convert
@@ -252,9 +255,12 @@ def measure_file(path: Path, base, *, quant: str, quantizer: str, quantize_s, re
                                      __version__]).encode()).hexdigest()[:24]
     cached = rows_dir / f"{key}.json"
     if cached.is_file() and not fresh:
-        d = json.loads(cached.read_text())
-        d["row"].update(quant=quant, quantizer=quantizer, file=str(path), quantize_s=quantize_s)
-        return Row(**d["row"]), d["detail"]
+        try:
+            d = json.loads(cached.read_text())
+            d["row"].update(quant=quant, quantizer=quantizer, file=str(path), quantize_s=quantize_s)
+            return Row(**d["row"]), d["detail"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # a damaged cache entry is a missing one: measured again below
     from .evaluate import kld
     from .llamacpp.context import LlamaModel
     from .speed import measure

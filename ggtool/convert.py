@@ -114,8 +114,10 @@ def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threa
     try:
         for w in src.warnings:
             log(f"warning: {w}")
+        im_name = "the imatrix"
         if imatrix is not None and not hasattr(imatrix, "entries"):
             from .formats.imatrix import read as read_imatrix
+            im_name = f"the imatrix {Path(imatrix).name}"
             imatrix = read_imatrix(imatrix)
         details: dict = {}
         if types is not None:
@@ -130,7 +132,7 @@ def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threa
             plan = make_plan(src, mix, rules, **mix_opts)
         if imatrix is not None:
             from .formats.imatrix import check_for_model
-            check_for_model(imatrix, src.tensors, {t.name for t in plan if t.type not in FLOAT_TYPES})
+            check_for_model(imatrix, src.tensors, {t.name for t in plan if t.type not in FLOAT_TYPES}, source=im_name)
         notes = [n for n in [plan.fallback_note()] if n and types is None and rules != "sensitivity"]
         md = src.metadata()
         alloc = details.get("allocation")

@@ -263,14 +263,18 @@ class BaseLogprobs:
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
-        self.meta = json.loads((self.dir / "meta.json").read_text())
-        if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
-            raise InputError(f"{self.dir} is not a ggtool base log-prob cache of version {VERSION}",
-                             hint="delete it; it is recomputed")
-        self.tokens = np.load(self.dir / "tokens.npy")
-        self.ctx = int(self.meta["ctx"])
-        self.n_vocab = int(self.meta["n_vocab"])
-        self.base_path = Path(self.meta["base_file"])
+        try:
+            self.meta = json.loads((self.dir / "meta.json").read_text())
+            if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
+                raise InputError(f"{self.dir} is not a ggtool base log-prob cache of version {VERSION}",
+                                 hint="delete it; it is recomputed")
+            self.tokens = np.load(self.dir / "tokens.npy")  # never a pickle (allow_pickle is off)
+            self.ctx = int(self.meta["ctx"])
+            self.n_vocab = int(self.meta["n_vocab"])
+            self.base_path = Path(self.meta["base_file"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"the base log-prob cache {self.dir} is damaged ({e.__class__.__name__})",
+                             hint="delete that folder; it is recomputed") from None
         self.n_chunks = 0   # chunks in use (set by `ensure`)
         self.dtype = row_dtype(self.n_vocab)
 

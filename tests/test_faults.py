@@ -24,7 +24,7 @@ import pytest
 
 from fuzz.faults import write_faults
 from ggtool.convert import convert
-from ggtool.errors import CorruptFile, GgtoolError, OutputError
+from ggtool.errors import CorruptFile, GgtoolError, InputError, OutputError
 from ggtool.formats import gguf_writer
 from ggtool.formats.gguf_reader import GGUFFile
 from tests import tinymodels as tm
@@ -48,8 +48,8 @@ def work(tmp_path_factory):
 
 
 COMMANDS = {  # what a user runs; each writes <out>/m.gguf, identical to work["ref-<cmd>"]
-    "convert": lambda w, out: ["convert", str(w["ck"]), "-o", str(out), "--quant", "Q8_0", "-q"],
-    "quantize": lambda w, out: ["quantize", str(w["f16"]), str(out), "--quant", "Q8_0", "-q"],
+    "convert": lambda w, out: ["convert", str(w["ck"]), "-o", str(out), "--quant", "Q8_0", "--rules", "llama.cpp", "-q"],
+    "quantize": lambda w, out: ["quantize", str(w["f16"]), str(out), "--quant", "Q8_0", "--rules", "llama.cpp", "-q"],
 }
 
 
@@ -287,3 +287,66 @@ def test_an_interrupted_write_in_process_removes_its_partial(work, tmp_path, mon
 
 def test_errors_are_ggtool_errors():
     assert issubclass(OutputError, GgtoolError)
+
+
+# --------------------------------------------------------------------------- imatrix, bench's cache
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO], ids=["ENOSPC", "EIO"])
+def test_imatrix_write_errors_leave_the_old_file(err, work, tmp_path, say):
+    from fuzz.seeds import write_imatrix
+    from ggtool.formats import imatrix
+
+    out = tmp_path / "out"
+    out.mkdir()
+    write_imatrix(work["f16"], out / "old.gguf")
+    im = imatrix.read(out / "old.gguf")
+    target = out / "m.imatrix.gguf"
+    (out / "old.gguf").rename(target)
+    old = target.read_bytes()
+    im.chunk_count += 1  # so the new file differs from the old one
+    rng = random.Random(f"imatrix-{err}")
+    offsets = sorted({0, len(old) - 1} | {rng.randrange(len(old)) for _ in range(18)})
+    for at in offsets:
+        with write_faults(out, at_byte=at, err=err):
+            with pytest.raises(OutputError) as e:
+                imatrix.write_gguf(im, target)
+        assert e.value.hint and os.listdir(out) == ["m.imatrix.gguf"] and target.read_bytes() == old
+    imatrix.write_gguf(im, target)
+    assert imatrix.read(target).chunk_count == im.chunk_count
+    say(f"{len(offsets)} {errno.errorcode[err]} faults writing an imatrix: {len(offsets)} OutputErrors, "
+        "0 partial files, the old imatrix intact each time, the next write succeeded")
+
+
+def test_damaged_bench_cache_entries_are_made_again(work, tmp_path):
+    """bench's cache (a quantized level + its sidecar, a measured row): a truncated or garbled
+    entry counts as missing and is made again, never a traceback."""
+    import json
+
+    from ggtool import bench
+
+    root = tmp_path / "bench"
+    kw = dict(threads=1, progress=False, log=None, rules="llama.cpp")
+    path, _ = bench.quantize_level(work["f16"], "ab" * 32, "Q8_0", "ggtool", root, **kw)
+    side = bench._sidecar(path)
+    for damage in (b'{"seconds": ', b"[]", b'{"seconds": "x"}', b"\xff"):
+        side.write_bytes(damage)
+        again, seconds = bench.quantize_level(work["f16"], "ab" * 32, "Q8_0", "ggtool", root, **kw)
+        assert again == path and seconds >= 0
+        assert json.loads(side.read_text())["seconds"] == seconds
+
+
+def test_damaged_logprob_and_sensitivity_caches(tmp_path, monkeypatch):
+    from ggtool.evaluate import BaseLogprobs
+    from ggtool.plan import sensitivity
+
+    d = tmp_path / "lp"
+    d.mkdir()
+    for meta in (b"{", b"[1]", b'{"format": 1}'):
+        (d / "meta.json").write_bytes(meta)
+        with pytest.raises(InputError) as e:
+            BaseLogprobs(d)
+        assert str(d) in e.value.message and "delete" in e.value.hint
+    monkeypatch.setattr(sensitivity, "cache_root", lambda: tmp_path)
+    for damage in (b"{", b"[]", b'{"format": "ggtool-sensitivity"}'):
+        (tmp_path / "k.json").write_bytes(damage)
+        assert sensitivity.load_cached("k") is None

@@ -123,9 +123,10 @@ def write_gguf(im: IMatrix, path: str | os.PathLike) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
+        from .gguf_writer import _os_error  # full disk, read-only, permissions: one wording
+
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {e.strerror or e}",
-                          hint="choose an output path in a folder you can write to") from None
+        raise _os_error(path, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -241,48 +241,51 @@ def _download(rf: RemoteFile, repo: str, commit: str, part: Path, policy: Policy
     url = client.resolve_url(repo, commit, rf.path)
     disable = True if (not progress or os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")) else None  # None: TTY only
     failures = restarts = 0
-    with open(part, "ab") as f, tqdm(total=rf.size, initial=have, desc=rf.path[-40:], unit="B", unit_scale=True,
-                                     unit_divisor=1024, file=sys.stderr, disable=disable, leave=False,
-                                     dynamic_ncols=True) as bar:
-        synced = have
-        while have < rf.size:
-            before = have
-            try:
-                have = _stream(rf, repo, url, f, h, have, policy, bar)
-            except _Restart:
-                restarts += 1  # a server whose file is shorter than the Hub's size: 416, restart, 416, ...
-                if restarts > policy.retries:
-                    raise DownloadFailed(f"downloading {rf.path} restarted from the beginning {restarts} times: the "
-                                         f"server does not serve the {human_bytes(rf.size)} the Hub lists") from None
-                f.seek(0)
-                f.truncate()
-                h, have = new_hasher(rf), 0
-                bar.reset(total=rf.size)
-                continue
-            except _Transient as e:
-                f.flush()
-                have = f.tell()  # what this attempt wrote (and hashed) before it broke
-                failures = 0 if have > before else failures + 1
-                if failures > policy.retries:
-                    raise DownloadFailed(f"downloading {rf.path} failed {failures} times in a row ({e}); "
-                                         f"{human_bytes(have)} of {human_bytes(rf.size)} are kept") from None
-                wait = min(policy.backoff * 2 ** max(failures - 1, 0), policy.backoff_max)
-                log(f"{rf.path}: {e} at {human_bytes(have)}; retrying in {wait:.1f} s")
-                time.sleep(wait)
-                continue
-            except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise OutputError(
-                        f"no space left on the device while downloading {rf.path} ({human_bytes(have)} of {human_bytes(rf.size)})",
-                        hint="free some disk space and pull again: it resumes; `ggtool prune` removes the "
-                             "partial download") from None
-                raise
-            if have - synced >= SYNC_EVERY:
-                f.flush()
-                os.fdatasync(f.fileno())
-                synced = have
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(part, "ab") as f, tqdm(total=rf.size, initial=have, desc=rf.path[-40:], unit="B", unit_scale=True,
+                                         unit_divisor=1024, file=sys.stderr, disable=disable, leave=False,
+                                         dynamic_ncols=True) as bar:
+            synced = have
+            while have < rf.size:
+                before = have
+                try:
+                    have = _stream(rf, repo, url, f, h, have, policy, bar)
+                except _Restart:
+                    restarts += 1  # a server whose file is shorter than the Hub's size: 416, restart, 416, ...
+                    if restarts > policy.retries:
+                        raise DownloadFailed(f"downloading {rf.path} restarted from the beginning {restarts} times: the "
+                                             f"server does not serve the {human_bytes(rf.size)} the Hub lists") from None
+                    f.seek(0)
+                    f.truncate()
+                    h, have = new_hasher(rf), 0
+                    bar.reset(total=rf.size)
+                    continue
+                except _Transient as e:
+                    f.flush()
+                    have = f.tell()  # what this attempt wrote (and hashed) before it broke
+                    failures = 0 if have > before else failures + 1
+                    if failures > policy.retries:
+                        raise DownloadFailed(f"downloading {rf.path} failed {failures} times in a row ({e}); "
+                                             f"{human_bytes(have)} of {human_bytes(rf.size)} are kept") from None
+                    wait = min(policy.backoff * 2 ** max(failures - 1, 0), policy.backoff_max)
+                    log(f"{rf.path}: {e} at {human_bytes(have)}; retrying in {wait:.1f} s")
+                    time.sleep(wait)
+                    continue
+                if have - synced >= SYNC_EVERY:
+                    f.flush()
+                    os.fdatasync(f.fileno())
+                    synced = have
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a write, a sync, or the flush when the file closes (after an error too)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutputError(
+                f"no space left on the device while downloading {rf.path} ({human_bytes(have)} of {human_bytes(rf.size)})",
+                hint="free some disk space and pull again: it resumes; `ggtool prune` removes the "
+                     "partial download") from None
+        raise OutputError(f"cannot write {part}: {e.strerror or e}",
+                          hint="the disk reported an error; pull again (it resumes) or free/check the disk; "
+                               "`ggtool prune` removes the partial download") from None
     got = h.hexdigest()
     if got != expected_digest(rf):
         part.unlink(missing_ok=True)

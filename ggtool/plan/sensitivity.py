@@ -174,7 +174,7 @@ def load_cached(key: str) -> Sensitivity | None:
     p = cache_root() / f"{key}.json"
     try:
         return Sensitivity.from_json(json.loads(p.read_text()))
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # damaged: measured again
         return None
 
 
