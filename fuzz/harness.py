@@ -145,6 +145,7 @@ class Stats:
     cpu: float = 0.0
     wall: float = 0.0
     max_wall: float = 0.0
+    max_cpu: float = 0.0
     mutator_errors: int = 0
 
     def add(self, r: Result) -> None:
@@ -154,13 +155,14 @@ class Stats:
         self.cpu += o.get("cpu", 0.0)
         self.wall += o.get("wall", 0.0)
         self.max_wall = max(self.max_wall, o.get("wall", 0.0))
+        self.max_cpu = max(self.max_cpu, o.get("cpu", 0.0))
         if r.problem:
             self.problems.append(r)
 
     def line(self, name: str) -> str:
         top = ", ".join(f"{k} {v}" for k, v in self.outcomes.most_common(6))
         return (f"{name:<12} {self.mutants:>7} mutants  {len(self.problems):>3} not a GgtoolError/ok  "
-                f"cpu {self.cpu:7.1f} s  slowest {self.max_wall:5.2f} s  [{top}]")
+                f"cpu {self.cpu:7.1f} s  slowest {self.max_cpu:5.2f} s cpu / {self.max_wall:5.2f} s wall  [{top}]")
 
 
 class Fuzzer:

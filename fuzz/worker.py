@@ -1,8 +1,9 @@
 """The fuzz worker: reads one request per line on stdin, runs the target on the input folder,
 answers one JSON line. Started by fuzz.harness; never run by hand.
 
-Bounded memory: RLIMIT_AS (GGTOOL_FUZZ_MEM_MB, default 3072): an input that makes ggtool
-allocate what its header claims ends in MemoryError, which is a bug like any other exception.
+Bounded memory: RLIMIT_AS at GGTOOL_FUZZ_MEM_MB (default 3072) above what the loaded libraries
+take: an input that makes ggtool allocate what its header claims ends in MemoryError, which is a
+bug like any other exception.
 Bounded time: faulthandler dumps every thread's stack and exits when an input runs past its
 deadline; the harness reads the dump and calls the input a hang.
 """
@@ -19,8 +20,26 @@ import traceback
 from pathlib import Path
 
 
+def _address_space() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) << 10 for line in f if line.startswith("VmSize:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
 def main() -> None:
-    mem = int(os.environ.get("GGTOOL_FUZZ_MEM_MB", "3072")) << 20
+    # Load the heavy libraries first (a CUDA build of llama.cpp reserves a lot of address space
+    # when it loads), then allow GGTOOL_FUZZ_MEM_MB more than that.
+    import importlib
+
+    for mod in ("numpy", "gguf", "tokenizers", "sentencepiece", "jinja2", "ggtool.convert", "ggtool.tokenizer",
+                "llama_cpp.llama_chat_format"):
+        try:
+            importlib.import_module(mod)
+        except Exception:  # noqa: BLE001 - a target that needs it reports it
+            pass
+    mem = _address_space() + (int(os.environ.get("GGTOOL_FUZZ_MEM_MB", "3072")) << 20)
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     answer = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the library prints goes to stderr, not into the answers

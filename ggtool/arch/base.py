@@ -163,8 +163,9 @@ def check_config(config: dict) -> None:
         for key in ROPE_LISTS:
             v = rs.get(key)
             if v is not None and not (isinstance(v, list) and len(v) <= 65536 and all(
-                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in v)):
-                raise InputError(f"config.json: {rkey}.{key} is {str(v)[:60]!r}; expected a list of positive numbers",
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 1e6 for x in v)):
+                raise InputError(f"config.json: {rkey}.{key} is {str(v)[:60]!r}; expected a list of numbers "
+                                 "from 0 to 1e6",
                                  hint="config.json is damaged or not a Hugging Face model config")
         kind = str(rs.get("rope_type") or rs.get("type") or "").lower()
         need = {"linear": ("factor",), "yarn": ("factor", "original_max_position_embeddings")}.get(kind, ())

@@ -90,6 +90,25 @@ MAX_NESTING = 8       # arrays of arrays of ...: llama.cpp reads none, gguf-py a
 _MIN_SIZE = {**{t: struct.calcsize(f) for t, f in SCALARS.items()}, V.STRING: 8, V.ARRAY: 12}
 
 
+def _all_utf8(raw: bytes, words: list[int]) -> bool:
+    """Is every string of a packed string array (length words at `words`) valid UTF-8? One
+    decode of the strings' bytes joined: that is valid and no string starts with a continuation
+    byte exactly when each string is valid on its own."""
+    a = np.frombuffer(raw, np.uint8)
+    w = np.asarray(words, dtype=np.int64)
+    keep = np.ones(len(a), dtype=bool)
+    keep[(w[:, None] + np.arange(8)).reshape(-1)] = False
+    lengths = np.append(w[1:], len(a)) - w - 8
+    firsts = (w + 8)[lengths > 0]
+    if len(firsts) and ((a[firsts] & 0xC0) == 0x80).any():
+        return False  # a string starts with a continuation byte: check them one by one
+    try:
+        a[keep].tobytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class _Bad(Exception):
     """A malformed field: what is wrong and the byte offset where it was read."""
 
@@ -177,17 +196,24 @@ class GGUFFile:
             n = count(sub, what)
             start = pos
             if sub == V.STRING:  # the hot loop of a 100k-token vocabulary: inline
+                words = []
                 for i in range(n):
                     if size - pos < 8 or (k := u64(mm, pos)[0]) > size - pos - 8:
                         raise _Bad(f"string {i} of {what} runs past the end of the file "
                                    f"({size} bytes; truncated?)", pos)
-                    pos += 8
-                    try:
-                        mm[pos: pos + k].decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise _Bad(f"string {i} of {what} is not valid UTF-8", pos - 8) from None
-                    pos += k
-                return PackedStrings(mm[start:pos], n)
+                    words.append(pos - start)
+                    pos += 8 + k
+                raw = mm[start:pos]
+                if not _all_utf8(raw, words):
+                    at = 0
+                    for i in range(n):
+                        (k,) = u64(raw, at)
+                        try:
+                            raw[at + 8: at + 8 + k].decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise _Bad(f"string {i} of {what} is not valid UTF-8", start + at) from None
+                        at += 8 + k
+                return PackedStrings(raw, n)
             if sub == V.ARRAY:
                 if depth >= MAX_NESTING:
                     raise _Bad(f"{what} nests arrays more than {MAX_NESTING} deep", start)
