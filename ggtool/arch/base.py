@@ -235,6 +235,15 @@ class Family:
                 "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight",
                 "ffn_down.weight"] + [self.block_names[s] for s in sorted(self.required_optional)]
 
+    def rowwise(self, gguf_name: str) -> bool:
+        """Does transform() act on each row of this tensor alone, so that the converter may
+        read, quantize and write it a few rows at a time? (Not the q/k row permutation.) A
+        family overriding transform() answers for it too."""
+        if type(self).transform is not Family.transform:
+            return False
+        return not (self.permute_qk and gguf_name.endswith(
+            ("attn_q.weight", "attn_q.bias", "attn_k.weight", "attn_k.bias")))
+
     def transform(self, gguf_name: str, x: np.ndarray, hp: HParams) -> np.ndarray:
         """HF layout -> llama.cpp layout for one tensor."""
         if self.permute_qk:
