@@ -15,9 +15,11 @@ import numpy as np
 from ..formats.metadata import Metadata
 from ..plan.model import ModelInfo
 
-# values per piece the converter reads, quantizes and writes at a time (64 MiB as float32):
-# memory follows this, not the largest tensor (a 128k-token embedding is 1-4 GB as float32)
-PIECE_VALUES = 1 << 24
+# values per piece the converter reads, quantizes and writes at a time (16 MiB as float32):
+# memory follows this, not the largest tensor (a 128k-token embedding is 1-4 GB as float32).
+# Smaller pieces also stay in cache between the stages: on a 0.5B model, 4M-value pieces took
+# 0.84x the CPU time of 16M-value ones (and 0.6x the peak RSS); 1M-value ones were no faster.
+PIECE_VALUES = 1 << 22
 
 
 def row_spans(shape: tuple[int, ...], limit: int | None = None):

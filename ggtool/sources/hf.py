@@ -237,8 +237,11 @@ class HFSource(Source):
         rowwise = self.family.rowwise(name)
         for hf in stacked or [self.hf_of[name]]:
             for x, amax in self.ck.tensor_into(hf, pool, chunk=rowwise):
-                y = self.family.transform(name, x, self.hp)
-                if y is not x:  # new values (or a new layout): their |x| is not known
+                spare = None if rowwise else pool.take(x.shape, np.float32)
+                y = self.family.transform(name, x, self.hp, out=spare)
+                if y is not spare:
+                    pool.give(spare)
+                if y is not x:  # new values or a new layout: their |x| is not known
                     amax = None
                     if not np.may_share_memory(x, y):
                         pool.give(x)
