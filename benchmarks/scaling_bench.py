@@ -41,10 +41,10 @@ LLAMA_CONVERT = Path("/work/ext/llama-cpp-python-0.3.36/vendor/llama.cpp/convert
 PY = sys.executable
 
 
-def run(cmd: list[str], cwd=ROOT) -> dict:
+def run(cmd: list[str], cwd=ROOT, quiet: bool = False) -> dict:
     """Run cmd; wall s, CPU s (user + sys) and peak RSS MB of that process."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL)
+    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if quiet else None)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     if status != 0:
@@ -121,7 +121,7 @@ def bench_model(model: Path, work: Path, mixes: list[str], threads: int, sweep: 
         warm([model])
         tmp = work / "f16.incomplete.gguf"
         r = run([PY, str(llama_convert), str(model), "--outfile", str(tmp), "--outtype", "f16"],
-                cwd=llama_convert.parents[3])  # /work/ext: the upstream script runs from outside the repo
+                cwd=llama_convert.parents[3], quiet=True)  # /work/ext: the upstream script runs outside the repo
         os.replace(tmp, f16)
         os.sync()
         if not rec.done(model=model.name, tool="convert_hf_to_gguf"):
@@ -149,7 +149,7 @@ def bench_model(model: Path, work: Path, mixes: list[str], threads: int, sweep: 
                         and r["tool"] == tool and r["threads"] == t]) > rep:
                     continue
                 warm([src])
-                r = run(cmd)
+                r = run(cmd, quiet=True)
                 size = out.stat().st_size
                 settle(out)
                 rec.add({**base, "mix": mix, "tool": tool, "threads": t, "rep": rep, "out_mb": round(size / 1e6, 1), **r})
@@ -166,29 +166,30 @@ def report(data: dict, threads: int) -> str:
     rows, models = data["rows"], data["meta"]["models"]
     order = sorted(models, key=lambda m: models[m]["params"])
     mixes = list(dict.fromkeys(r["mix"] for r in rows if "mix" in r))
-    lines = ["| model | params | mix | ggtool convert s | ggtool quantize s | llama-quantize s | "
-             "convert_hf + llama-quantize s | convert / llama-quantize | quantize / llama-quantize | "
-             "CPU s ours q / theirs q | s per B params (ggtool convert) | RSS MB convert / quantize / llama-quantize | "
-             "largest tensor MB (f32) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | mix | ggtool convert | ggtool quantize | llama-quantize | convert_hf.py + llama-quantize | "
+             "convert / llama-quantize | quantize / llama-quantize | s per B params: convert, quantize, llama-quantize | "
+             "peak RSS MB: convert, quantize, llama-quantize |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in order:
         info = models[m]
+        b = info["params"] / 1e9
         hf = best(rows, model=m, tool="convert_hf_to_gguf")
         for mix in mixes:
             c, q, l = (best(rows, model=m, mix=mix, tool=t, threads=threads)
                        for t in ("ggtool convert", "ggtool quantize", "llama-quantize"))
             if not (c and q and l):
                 continue
-            pipe = f"{hf['wall'] + l['wall']:.1f}" if hf else "-"
+            pipe = f"{hf['wall'] + l['wall']:.1f} s ({hf['cpu'] + l['cpu']:.1f})" if hf else "-"
             lines.append(
-                f"| {m} | {info['params'] / 1e9:.2f} B | {mix} | {c['wall']:.1f} | {q['wall']:.1f} | {l['wall']:.1f} | "
-                f"{pipe} | {c['wall'] / l['wall']:.2f} | {q['wall'] / l['wall']:.2f} | {q['cpu']:.1f} / {l['cpu']:.1f} | "
-                f"{c['wall'] / (info['params'] / 1e9):.1f} | {c['rss_mb']:.0f} / {q['rss_mb']:.0f} / {l['rss_mb']:.0f} | "
-                f"{info['largest'] * 4 / 1e6:.0f} |")
+                f"| {m} ({b:.2f} B) | {mix} | {c['wall']:.1f} s ({c['cpu']:.1f}) | {q['wall']:.1f} s ({q['cpu']:.1f}) | "
+                f"{l['wall']:.1f} s ({l['cpu']:.1f}) | {pipe} | {c['wall'] / l['wall']:.2f} ({c['cpu'] / l['cpu']:.2f}) | "
+                f"{q['wall'] / l['wall']:.2f} ({q['cpu'] / l['cpu']:.2f}) | "
+                f"{c['wall'] / b:.1f}, {q['wall'] / b:.1f}, {l['wall'] / b:.1f} | "
+                f"{c['rss_mb']:.0f}, {q['rss_mb']:.0f}, {l['rss_mb']:.0f} |")
     sweep = sorted({r["threads"] for r in rows if r["tool"] == "ggtool quantize"})
     if len(sweep) > 1:
         lo, hi = sweep[0], sweep[-1]
-        lines += ["", f"Speed-up from {lo} to {hi} threads (wall time ratio, same run):", "",
+        lines += ["", f"Speed-up from {lo} to {hi} threads (wall time at {lo} / at {hi}, same run):", "",
                   "| model | mix | ggtool quantize | llama-quantize |", "|---|---|---:|---:|"]
         for m in order:
             for mix in mixes:
@@ -202,8 +203,10 @@ def report(data: dict, threads: int) -> str:
     lines += ["", f"1-minute load average during the steps: {min(loads):.1f}-{max(loads):.1f} "
                   f"(median {sorted(loads)[len(loads) // 2]:.1f}); {data['meta'].get('cores', '?')} cores"]
     hfs = [(m, best(rows, model=m, tool="convert_hf_to_gguf")) for m in order]
-    lines += ["convert_hf_to_gguf.py (safetensors -> F16): " + ", ".join(
-        f"{m} {r['wall']:.1f} s / {r['rss_mb']:.0f} MB" for m, r in hfs if r)]
+    lines += ["convert_hf_to_gguf.py (safetensors -> F16) alone: " + ", ".join(
+        f"{m} {r['wall']:.1f} s ({r['cpu']:.1f} CPU s), {r['rss_mb']:.0f} MB" for m, r in hfs if r)]
+    lines += ["largest tensor as float32: " + ", ".join(
+        f"{m} {models[m]['largest'] * 4 / 1e6:.0f} MB" for m in order)]
     return "\n".join(lines)
 
 
