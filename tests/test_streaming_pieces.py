@@ -49,6 +49,26 @@ def test_family_twists_in_pieces(tmp_path, monkeypatch, arch):
     assert whole == pieces
 
 
+def test_moe_experts_in_pieces_take_their_own_imatrix_rows(tmp_path, monkeypatch):
+    """Each piece of an expert is quantized with that expert's importance weights: cut in
+    pieces, the file is the whole-tensor pass's, byte for byte."""
+    from ggtool.formats.imatrix import Entry, IMatrix
+    from ggtool.sources import open_source
+
+    ck = make_family_checkpoint(tmp_path / "ck", "qwen3moe", hidden=64, layers=2, seed=5)
+    src = open_source(ck)
+    rng = np.random.default_rng(0)
+    im = IMatrix(datasets=["t"], chunk_count=1, chunk_size=64)
+    for name, shape in src.tensors:
+        if name.startswith("blk.") and len(shape) >= 2:
+            n_mat = shape[0] if len(shape) == 3 else 1
+            im.entries[name] = Entry(rng.lognormal(0, 1, (n_mat, shape[-1])).astype(np.float32),
+                                     np.ones(n_mat))
+    src.close()
+    whole, pieces = _both(tmp_path, monkeypatch, ck, "Q4_K_M", "llama.cpp", imatrix=im)
+    assert whole == pieces
+
+
 def test_nan_in_a_late_piece_fails_and_leaves_nothing(tmp_path, monkeypatch):
     ck = make_checkpoint(tmp_path / "ck", "llama", hidden=64, heads=4, kv_heads=2, seed=1)
     from safetensors.numpy import load_file
