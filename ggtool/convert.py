@@ -8,6 +8,7 @@ byte is written), then load, transform, quantize and write one tensor at a time.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import quants
+from .buffers import BufferPool
 from .errors import BadWeights
 from .formats.gguf_writer import GGUFOutput
 from .plan import FLOAT_TYPES, Plan, TensorPlan, make_plan, tensor_nbytes
@@ -54,12 +56,13 @@ class ConvertResult:
         return 8.0 * self.nbytes / max(self.n_params, 1)
 
 
-def _pieces(src: Source, plan: Plan):
-    """(tensor plan, array) for every tensor in plan order; a MoE's stacked experts come one
-    expert at a time (Source.load_parts), so memory holds one expert, not the layer's."""
+def _pieces(src: Source, plan: Plan, pool: BufferPool):
+    """(tensor plan, array, largest |x| or None) for every tensor in plan order; a MoE's stacked
+    experts come one expert at a time (Source.pieces), so memory holds one expert, not the
+    layer's."""
     for t in plan:
-        for part in src.load_parts(t.name):
-            yield t, part
+        for part, amax in src.pieces(t.name, pool):
+            yield t, part, amax
 
 
 def _progress(total: int, enabled: bool):
@@ -69,11 +72,12 @@ def _progress(total: int, enabled: bool):
                 disable=None if enabled else True, dynamic_ncols=True, leave=False)  # None: only on a TTY
 
 
-def _imatrix_for(x: np.ndarray, shape, w: np.ndarray | None, first: int):
+def _imatrix_for(x: np.ndarray, shape, w: np.ndarray | None, row0: int):
     """Importance weights for piece x of a tensor of `shape`, as llama-quantize hands them over:
-    (n,) for a matrix; for a MoE's stacked experts (n_expert, n) rows, those of the experts in
-    this piece (experts first..first+k-1). None when absent or (token_embd only: check_for_model
-    refuses it elsewhere) of another width."""
+    (n,) for a matrix; for a MoE's stacked experts (n_expert, rows, n), the row of the expert the
+    piece's rows belong to (a piece holds some rows of one expert, or whole experts: then one
+    row per expert). row0: rows of the tensor (across experts) before this piece. None when
+    absent or (token_embd only: check_for_model refuses it elsewhere) of another width."""
     if w is None:
         return None
     n = shape[-1]
@@ -82,8 +86,11 @@ def _imatrix_for(x: np.ndarray, shape, w: np.ndarray | None, first: int):
         return None
     if len(shape) != 3:
         return w
-    k = x.shape[0] if x.ndim == 3 else 1
-    return w.reshape(n_mat, n)[first:first + k].reshape(k, n) if x.ndim == 3 else w.reshape(n_mat, n)[first]
+    per_expert = shape[1]
+    first = row0 // per_expert
+    if x.ndim == 3 and x.shape[1] == per_expert:  # whole experts
+        return w.reshape(n_mat, n)[first:first + x.shape[0]].reshape(x.shape[0], n)
+    return w.reshape(n_mat, n)[first]
 
 
 def given_plan(src: Source, mix: str, types: dict) -> Plan:
@@ -145,34 +152,57 @@ def convert(src_path, out_path, mix: str = "F16", *, rules: str = "plain", threa
             if imatrix.chunk_count > 0:
                 md.add_int32("quantize.imatrix.chunks_count", imatrix.chunk_count)
         out = GGUFOutput(out_path, md, plan)
+        pool = BufferPool()
         with out:
             out.begin()
-            # read the next piece while this one is quantized (two pieces in memory at most);
-            # a piece is a whole tensor, or one expert of a MoE's stacked tensor
-            with _progress(out.total_bytes, progress) as bar, ThreadPoolExecutor(1) as reader:
-                pieces = _pieces(src, plan)
+            # three stages at once: the next piece is read (and widened to float32) while this
+            # one is quantized and the previous one written; a piece is a whole tensor, or one
+            # expert of a MoE's stacked tensor. Arrays come from `pool` and go back to it.
+            with _progress(out.total_bytes, progress) as bar, \
+                    ThreadPoolExecutor(1, thread_name_prefix="ggtool-read") as reader, \
+                    ThreadPoolExecutor(1, thread_name_prefix="ggtool-write") as writer:
+                pieces = _pieces(src, plan, pool)
                 pending = reader.submit(next, pieces, None)
-                done: dict[str, int] = {}  # experts of a stacked tensor written so far
+                done: dict[str, int] = {}  # rows of a tensor (all its experts') written so far
+                written = None
+
+                def write(name, data):
+                    out.write(name, data)
+                    pool.give(data)
+
                 try:
                     while (item := pending.result()) is not None:
-                        t, x = item
+                        t, x, amax = item
                         pending = reader.submit(next, pieces, None)
                         name = t.name
                         bar.set_description(f"{name:<28} {t.type.name:>5}", refresh=False)
-                        if not quants.all_finite(x):
+                        if amax is None:
+                            amax = quants.absmax(x)
+                        if not math.isfinite(amax):  # (counted in the piece read so far)
                             bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-                            raise BadWeights(f"{Path(src_path).name}: tensor {name!r} holds {bad} NaN/Inf value(s)")
-                        quants.check_range(x, t.type, f"{Path(src_path).name}: {name}")
+                            raise BadWeights(f"{Path(src_path).name}: tensor {name!r} holds NaN/Inf values "
+                                             f"({bad} in rows read so far)")
+                        quants.check_range(x, t.type, f"{Path(src_path).name}: {name}", amax=amax)
                         im = None
                         if imatrix is not None and t.type not in FLOAT_TYPES:
                             im = _imatrix_for(x, t.shape, imatrix.weights(name), done.get(name, 0))
-                        done[name] = done.get(name, 0) + (x.shape[0] if len(t.shape) == 3 else 1)
-                        data = quants.quantize(x, t.type, imatrix=im, threads=threads, name=name, finite_known=True)
-                        out.write(name, data)
+                        done[name] = done.get(name, 0) + (int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1)
+                        n = x.shape[-1] if x.ndim else 1
+                        buf = pool.take((x.size // max(n, 1) * quants.row_bytes(t.type, n),), np.uint8) \
+                            if x.ndim and n % quants.get_type(t.type).block_size == 0 else None
+                        data = quants.quantize(x, t.type, imatrix=im, threads=threads, name=name, finite_known=True,
+                                               out=buf)
+                        pool.give(x)
+                        if written is not None:
+                            written.result()  # one write in flight: memory stays bounded
+                        written = writer.submit(write, name, data)
                         bar.update(data.nbytes)
                         del x, data, item
+                    if written is not None:
+                        written.result()
                 finally:
                     pending.cancel()
+                    pool.clear()
             path = out.commit(sync=sync)
     finally:
         src.close()

@@ -3,6 +3,7 @@
  *   quantize(type_name: str, x: float32 buffer, nrows: int, n_per_row: int,
  *            imatrix: float32 buffer | None, out: writable buffer) -> None
  *   kernels() -> tuple of type names with a real (non-stub) kernel
+ *   widen(kind, src, dst) -> float   stored floats -> float32, and the largest |x| (widen.c)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -114,48 +115,70 @@ static PyObject *py_kernels(PyObject *self, PyObject *noargs) {
     return tup;
 }
 
-/* fp16 -> fp32, exact. F16C where the CPU has it (8 values per instruction), else scalar. */
-static void f16_to_f32_scalar(const uint16_t *src, float *dst, Py_ssize_t n) {
-    for (Py_ssize_t i = 0; i < n; i++) dst[i] = ggq_fp16_to_fp32(src[i]);
+/* widen(kind, src, dst) -> float: stored floats ("BF16", "F16", "F32") -> float32 in dst, and
+ * the largest |x| (NaN if any NaN, else inf if any inf); dst None: F32 only, scan without a copy.
+ * f16_to_f32(src, dst): the F16 case without the result (kept for older callers). */
+static PyObject *widen_impl(const char *kind, PyObject *srcobj, PyObject *dstobj, int want_result) {
+    Py_buffer src, dst = {0};
+    int have_dst = 0;
+    if (PyObject_GetBuffer(srcobj, &src, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *result = NULL;
+    const int width = strcmp(kind, "F32") == 0 ? 4 : 2;
+    if (strcmp(kind, "F32") && strcmp(kind, "F16") && strcmp(kind, "BF16")) {
+        PyErr_Format(PyExc_ValueError, "widen: unknown kind %s", kind);
+        goto done;
+    }
+    if (dstobj != Py_None) {
+        if (PyObject_GetBuffer(dstobj, &dst, PyBUF_WRITABLE) < 0) goto done;
+        have_dst = 1;
+    } else if (width != 4) {
+        PyErr_SetString(PyExc_ValueError, "widen: only F32 can be scanned without a destination");
+        goto done;
+    }
+    if (src.len % width || (have_dst && dst.len != src.len / width * 4)) {
+        PyErr_SetString(PyExc_ValueError, "dst must hold 4 bytes per source value");
+        goto done;
+    }
+    const int64_t n = (int64_t)(src.len / width);
+    float amax;
+    Py_BEGIN_ALLOW_THREADS
+    if (width == 4)
+        amax = ggq_widen_f32((const float *)src.buf, have_dst ? (float *)dst.buf : NULL, n);
+    else if (kind[0] == 'B')
+        amax = ggq_widen_bf16((const uint16_t *)src.buf, (float *)dst.buf, n);
+    else
+        amax = ggq_widen_f16((const uint16_t *)src.buf, (float *)dst.buf, n);
+    Py_END_ALLOW_THREADS
+    if (want_result) {
+        result = PyFloat_FromDouble((double)amax);
+    } else {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
+done:
+    if (have_dst) PyBuffer_Release(&dst);
+    PyBuffer_Release(&src);
+    return result;
 }
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <immintrin.h>
-__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *src, float *dst, Py_ssize_t n) {
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-    f16_to_f32_scalar(src + i, dst + i, n - i);
+static PyObject *py_widen(PyObject *self, PyObject *args) {
+    const char *kind;
+    PyObject *src, *dst;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "sOO", &kind, &src, &dst)) return NULL;
+    return widen_impl(kind, src, dst, 1);
 }
-#define HAVE_F16C_PATH 1
-#endif
 
 static PyObject *py_f16_to_f32(PyObject *self, PyObject *args) {
-    Py_buffer src, dst;
+    PyObject *src, *dst;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*w*", &src, &dst)) return NULL;
-    if (src.len % 2 || dst.len != src.len * 2) {
-        PyBuffer_Release(&src);
-        PyBuffer_Release(&dst);
-        PyErr_SetString(PyExc_ValueError, "dst must hold 4 bytes per 2-byte source value");
-        return NULL;
-    }
-    Py_ssize_t n = src.len / 2;
-    Py_BEGIN_ALLOW_THREADS
-#ifdef HAVE_F16C_PATH
-    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx"))
-        f16_to_f32_f16c((const uint16_t *)src.buf, (float *)dst.buf, n);
-    else
-#endif
-        f16_to_f32_scalar((const uint16_t *)src.buf, (float *)dst.buf, n);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&dst);
-    Py_RETURN_NONE;
+    if (!PyArg_ParseTuple(args, "OO", &src, &dst)) return NULL;
+    return widen_impl("F16", src, dst, 0);
 }
 
 static PyMethodDef methods[] = {
     {"f16_to_f32", py_f16_to_f32, METH_VARARGS, "f16_to_f32(src, dst): exact fp16 -> fp32"},
+    {"widen", py_widen, METH_VARARGS, "widen(kind, src, dst) -> largest |x|: BF16/F16/F32 -> float32"},
     {"quantize", py_quantize, METH_VARARGS, "quantize(type, x, nrows, n_per_row, imatrix, out)"},
     {"kernels", py_kernels, METH_NOARGS, "type names with a real kernel"},
     {NULL, NULL, 0, NULL},

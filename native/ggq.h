@@ -30,4 +30,10 @@ int ggq_quantize_q5_k(const float *, uint8_t *, int64_t, int64_t, const float *)
 /* q6_k.c */
 int ggq_quantize_q6_k(const float *, uint8_t *, int64_t, int64_t, const float *);
 
+/* widen.c: stored floats -> float32 (dst may be NULL for F32: only the scan); returns the
+ * largest |x| (NaN if any NaN, else inf if any inf) */
+float ggq_widen_bf16(const uint16_t *src, float *dst, int64_t n);
+float ggq_widen_f16(const uint16_t *src, float *dst, int64_t n);
+float ggq_widen_f32(const float *src, float *dst, int64_t n);
+
 #endif

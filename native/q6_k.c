@@ -46,6 +46,29 @@ GGQ_INLINE float eval_sub(const float *restrict x, const float *restrict wm, flo
     return lane_sum16(e);
 }
 
+/* The errors eval_sub would give for the 8 tweaked scales dc[0..7], computed side by side
+ * (one vector lane per candidate, so no horizontal sums): the same float operations on the
+ * same values, and each candidate's terms added in lane_sum16's order. */
+GGQ_INLINE void tweak_errors(const float *restrict x, const float *restrict wm, const float *restrict dc,
+                             float *restrict err) {
+    float E[16][N_TWEAKS];
+    for (int i = 0; i < 16; i++) {
+        for (int k = 0; k < N_TWEAKS; k++) {
+            const float d = dc[k];
+            const float l = ggq_rint_f(ggq_clampf(x[i] / (d != 0.0f ? d : 1.0f), -32.0f, 31.0f));
+            const float diff = x[i] - d * l;
+            const float e1 = wm[i] * (diff * diff);
+            const float e0 = wm[i] * (x[i] * x[i]);
+            E[i][k] = d != 0.0f ? e1 : e0;
+        }
+    }
+    float a[8][N_TWEAKS];
+    for (int j = 0; j < 8; j++)
+        for (int k = 0; k < N_TWEAKS; k++) a[j][k] = (0.0f + E[j][k]) + E[j + 8][k];
+    for (int k = 0; k < N_TWEAKS; k++)
+        err[k] = ((a[0][k] + a[1][k]) + (a[2][k] + a[3][k])) + ((a[4][k] + a[5][k]) + (a[6][k] + a[7][k]));
+}
+
 GGQ_INLINE void quantize_block(const float *restrict x, const float *restrict qw,
                                uint8_t *restrict y) {
     static const float ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
@@ -79,17 +102,26 @@ GGQ_INLINE void quantize_block(const float *restrict x, const float *restrict qw
         int s0 = ggq_nearest_int(iscale * scales[ib]);
         if (s0 > 127) s0 = 127;
         int best_s = s0;
-        float lb[16], lt[16];
+        float lb[16];
         float best = eval_sub(xs, wm, d16 * (float)s0, Lqx + 16 * ib, lb);
+        int cs[N_TWEAKS];
+        float dc[N_TWEAKS], err[N_TWEAKS];
         for (int t = 0; t < N_TWEAKS; t++) {
             int c = s0 + scale_tweaks[t];
-            c = c < -128 ? -128 : (c > 127 ? 127 : c);
-            float e = eval_sub(xs, wm, d16 * (float)c, Lqx + 16 * ib, lt);
-            if (e < best) {
-                best = e;
-                best_s = c;
-                memcpy(lb, lt, sizeof lb);
+            cs[t] = c < -128 ? -128 : (c > 127 ? 127 : c);
+            dc[t] = d16 * (float)cs[t];
+        }
+        tweak_errors(xs, wm, dc, err);
+        int bt = -1;
+        for (int t = 0; t < N_TWEAKS; t++) {
+            if (err[t] < best) { /* llama.cpp's first among equals: strictly better only */
+                best = err[t];
+                bt = t;
             }
+        }
+        if (bt >= 0) {
+            best_s = cs[bt];
+            eval_sub(xs, wm, dc[bt], Lqx + 16 * ib, lb);
         }
         for (int i = 0; i < 16; i++) L[16 * ib + i] = (uint8_t)(int)(lb[i] + 32.0f);
         sc[ib] = (int8_t)best_s;

@@ -345,13 +345,23 @@ class Family:
                 "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight",
                 "ffn_down.weight"] + [self.block_names[s] for s in sorted(self.required_optional)]
 
-    def transform(self, gguf_name: str, x: np.ndarray, hp: HParams) -> np.ndarray:
-        """HF layout -> llama.cpp layout for one tensor."""
+    def rowwise(self, gguf_name: str) -> bool:
+        """Does transform() act on each row of this tensor alone, so that the converter may
+        read, quantize and write it a few rows at a time? (Not the q/k row permutation.) A
+        family overriding transform() answers for it too."""
+        if type(self).transform is not Family.transform:
+            return False
+        return not (self.permute_qk and gguf_name.endswith(
+            ("attn_q.weight", "attn_q.bias", "attn_k.weight", "attn_k.bias")))
+
+    def transform(self, gguf_name: str, x: np.ndarray, hp: HParams, out: np.ndarray | None = None) -> np.ndarray:
+        """HF layout -> llama.cpp layout for one tensor. out: an array of x's shape and dtype
+        that a new layout may be written into (the converter's reused buffers), or None."""
         if self.permute_qk:
             if gguf_name.endswith(("attn_q.weight", "attn_q.bias")):
-                return permute_rotary(x, hp.n_head)
+                return permute_rotary(x, hp.n_head, out)
             if gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
-                return permute_rotary(x, hp.n_head_kv)
+                return permute_rotary(x, hp.n_head_kv, out)
         return x
 
     def extra_tensors(self, hp: HParams) -> dict[str, np.ndarray]:
@@ -361,11 +371,15 @@ class Family:
         return {}
 
 
-def permute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:
-    """HF rotate_half order -> llama.cpp's interleaved pairs, per head, on the output rows."""
+def permute_rotary(w: np.ndarray, n_head: int, out: np.ndarray | None = None) -> np.ndarray:
+    """HF rotate_half order -> llama.cpp's interleaved pairs, per head, on the output rows
+    (into `out` when given)."""
     rows = w.shape[0]
-    return (w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:])
-             .swapaxes(1, 2).reshape(w.shape))
+    src = w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2)
+    if out is None:
+        return src.reshape(w.shape)
+    np.copyto(out.reshape(src.shape), src)
+    return out
 
 
 def unpermute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:

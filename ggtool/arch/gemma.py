@@ -90,7 +90,10 @@ class GemmaFamily(Family):
             raise UnsupportedArchitecture(f"{self.gguf_arch} with attention_bias is not supported",
                                           hint="llama.cpp's Gemma graphs have no attention biases")
 
-    def transform(self, gguf_name: str, x: np.ndarray, hp: HParams) -> np.ndarray:
+    def rowwise(self, gguf_name: str) -> bool:
+        return True  # transform() adds 1 to each norm weight: element by element
+
+    def transform(self, gguf_name: str, x: np.ndarray, hp: HParams, out: np.ndarray | None = None) -> np.ndarray:
         if gguf_name.endswith("norm.weight"):     # HF: x * (1 + w); llama.cpp: x * w
             return (x.astype(np.float32) + np.float32(1.0)).astype(np.float32)
         return x

@@ -314,14 +314,17 @@ class GGUFFile:
         kv = self.kv.get(key)
         return default if kv is None else kv.value
 
-    def raw(self, t: TensorInfo) -> np.ndarray:
-        """The tensor's bytes (uint8 view over the mmap)."""
-        mmap_hints.populate(self._mm, t.offset, t.offset + t.nbytes)
-        return np.frombuffer(self._mm, np.uint8, t.nbytes, t.offset)
+    def raw(self, t: TensorInfo, start: int = 0, end: int | None = None) -> np.ndarray:
+        """The tensor's bytes (uint8 view over the mmap), or bytes start..end of them."""
+        end = t.nbytes if end is None else end
+        mmap_hints.populate(self._mm, t.offset + start, t.offset + end)
+        return np.frombuffer(self._mm, np.uint8, end - start, t.offset + start)
 
-    def release(self, t: TensorInfo) -> None:
-        """Drop the tensor's pages from the resident set (see mmaputil)."""
-        mmap_hints.release(self._mm, t.offset, t.offset + t.nbytes)
+    def release(self, t: TensorInfo, start: int = 0, end: int | None = None) -> None:
+        """Drop the tensor's pages (or those of bytes start..end) from the resident set
+        (see mmap_hints)."""
+        end = t.nbytes if end is None else end
+        mmap_hints.release(self._mm, t.offset + start, t.offset + end)
 
     def close(self) -> None:
         try:

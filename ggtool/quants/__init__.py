@@ -17,6 +17,7 @@ from gguf import GGMLQuantizationType
 
 from ..errors import QuantError  # noqa: F401  (re-exported)
 from .base import QuantType
+from .floats import absmax, widen  # noqa: F401  (re-exported)
 # Each module registers the types it holds, in this order (type_names() and the help list them
 # so): F32 F16 BF16, Q8_0, Q4_0 Q5_0 Q4_1 Q5_1, IQ4_NL IQ4_XS, Q2_K Q3_K, Q4_K Q5_K, Q6_K.
 from . import floats, q8_0, q4_0_q4_1_q5_0_q5_1, iq4_nl_iq4_xs  # noqa: F401,I001
@@ -77,13 +78,14 @@ def all_finite(x: np.ndarray) -> bool:
     return bool(np.isfinite(np.sum(x, dtype=np.float64)))
 
 
-def check_range(x: np.ndarray, qtype, name: str = "tensor") -> None:
+def check_range(x: np.ndarray, qtype, name: str = "tensor", amax: float | None = None) -> None:
     """Refuse values whose fp16 scales (or F16 values) would overflow: llama.cpp rejects a row
-    with an infinite scale, and an F16 inf is silent damage."""
+    with an infinite scale, and an F16 inf is silent damage. amax: max |x|, when known."""
     t = get_type(qtype)
     if not x.size or t.qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.BF16):
         return
-    amax = max(float(x.max()), -float(x.min()))
+    if amax is None:
+        amax = max(float(x.max()), -float(x.min()))
     limit = F16_MAX if t.qtype == GGMLQuantizationType.F16 else BLOCK_MAX
     if amax > limit:
         raise QuantError(
@@ -113,13 +115,14 @@ def _check_input(x: np.ndarray, t: type[QuantType], imatrix, name: str, finite_k
 
 
 def quantize(x, qtype, imatrix=None, threads: int | None = None, name: str = "tensor",
-             finite_known: bool = False) -> np.ndarray:
+             finite_known: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """float array (..., n) -> uint8 (..., row_bytes) in GGML layout.
 
     imatrix: (n,) importance weights for every row, or (n_expert, n) for a 3-D (n_expert, rows,
     n) tensor of stacked experts, each expert's rows weighted by its own row, as llama.cpp does.
 
-    finite_known: the caller already checked for NaN/Inf (skips a pass over the data)."""
+    finite_known: the caller already checked for NaN/Inf (skips a pass over the data).
+    out: a uint8 array of the result's size to write into (a reused buffer), else a new one."""
     t = get_type(qtype)
     x = np.ascontiguousarray(x, dtype=np.float32)
     lead = x.shape[:-1]
@@ -135,7 +138,12 @@ def quantize(x, qtype, imatrix=None, threads: int | None = None, name: str = "te
     _check_input(x, t, imatrix, name, finite_known)
     rows = x.reshape(-1, n)
     nrows = rows.shape[0]
-    out = np.empty((nrows, t.row_bytes(n)), dtype=np.uint8)
+    if out is None:
+        out = np.empty((nrows, t.row_bytes(n)), dtype=np.uint8)
+    else:
+        if out.dtype != np.uint8 or out.size != nrows * t.row_bytes(n) or not out.flags.c_contiguous:
+            raise ValueError(f"{name}: out must be {nrows * t.row_bytes(n)} contiguous bytes")
+        out = out.reshape(nrows, t.row_bytes(n))
     use_native = t.qtype.name in NATIVE_KERNELS and not force_numpy()
 
     def work(lo: int, hi: int) -> None:

@@ -34,6 +34,50 @@ class F16Type(QuantType, qtype=T.F16):
         return out
 
 
+def _native_widen():
+    import os
+    if os.environ.get("GGTOOL_FORCE_NUMPY", "") not in ("", "0"):
+        return None
+    try:
+        from .._native import widen
+    except ImportError:
+        return None
+    return widen
+
+
+def widen(raw: np.ndarray, kind: str, out: np.ndarray) -> float:
+    """Stored values -> float32 in `out`, in one pass, and the largest |x| among them: NaN if
+    any is NaN, else inf if any is infinite (so the caller learns from this pass both that the
+    tensor is finite and whether it fits an fp16-scaled type). kind: "BF16", "F16" or "F32";
+    raw: the stored bytes (any array over them: uint8, uint16 bits, float16, float32)."""
+    raw = np.ascontiguousarray(raw).reshape(-1).view(np.uint8)
+    flat = out.reshape(-1)
+    width = 4 if kind == "F32" else 2
+    if kind not in ("BF16", "F16", "F32") or out.dtype != np.float32 or raw.nbytes != flat.size * width:
+        raise ValueError(f"widen: {raw.nbytes} bytes of {kind} into a {out.dtype} array of {flat.size}")
+    native = _native_widen()
+    if native is not None:
+        return native(kind, raw, flat.view(np.uint8))
+    if kind == "BF16":
+        bits = flat.view(np.uint32)
+        np.copyto(bits, raw.view("<u2"), casting="unsafe")
+        bits <<= 16
+    else:
+        np.copyto(flat, raw.view("<f2" if kind == "F16" else "<f4"), casting="unsafe")
+    return absmax(flat)
+
+
+def absmax(x: np.ndarray) -> float:
+    """max |x| of a float32 array: NaN if any is NaN, else inf if any is infinite, 0 if empty."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not x.size:
+        return 0.0
+    native = _native_widen()
+    if native is not None:
+        return native("F32", x.reshape(-1).view(np.uint8), None)
+    return float(np.max(np.abs(x)))
+
+
 def _native_f16():
     import os
     if os.environ.get("GGTOOL_FORCE_NUMPY", "") not in ("", "0"):

@@ -9,15 +9,18 @@ import numpy as np
 import gguf
 
 from .. import quants
+from ..quants import floats
 from ..errors import CorruptFile
 from ..formats.gguf_reader import GGUFFile
 from ..formats.metadata import Metadata
 from ..plan import FLOAT_TYPES
 from ..plan.model import ModelInfo
-from .base import Source
+from .base import Source, row_spans
 
 # types gguf-py can dequantize, besides the ones ggtool writes (quants.QuantType.registry)
 DECODABLE = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16} | set(gguf.quants._type_traits)
+FLOAT_KINDS = {gguf.GGMLQuantizationType.F32: "F32", gguf.GGMLQuantizationType.F16: "F16",
+               gguf.GGMLQuantizationType.BF16: "BF16"}
 SKIP_KEYS = {"general.architecture", "general.file_type", "general.quantization_version",
              "general.alignment"}
 
@@ -87,6 +90,33 @@ class GGUFSource(Source):
         for e in range(t.shape[0]):
             yield quants.dequantize(per[e], t.ggml_type, (1, *t.shape[1:]))
         self.file.release(t)
+
+    def pieces(self, name: str, pool) -> Iterator[tuple[np.ndarray, float | None]]:
+        """Float tensors (F32, F16, BF16) are widened into pool arrays in row chunks, in one
+        pass that also finds their largest |x|; a 3-D one (a MoE's experts) expert by expert."""
+        t = self.by_name[name]
+        kind = FLOAT_KINDS.get(t.ggml_type)
+        if kind is None:
+            yield from ((x, None) for x in self.load_parts(name))
+            return
+        if len(t.shape) < 2:
+            spans = [(t.shape, 0, t.nbytes)]
+        else:
+            stacked = len(t.shape) >= 3
+            experts, inner = (t.shape[0], t.shape[1:]) if stacked else (1, t.shape)
+            per_expert = t.nbytes // experts
+            row = per_expert // inner[0] if inner[0] else 0
+            spans = [((1,) * stacked + (hi - lo, *inner[1:]), e * per_expert + lo * row, e * per_expert + hi * row)
+                     for e in range(experts) for lo, hi in row_spans(inner)]
+        for shape, start, end in spans:
+            out = pool.take(shape, np.float32)
+            raw = self.file.raw(t, start, end)
+            try:
+                amax = floats.widen(raw, kind, out)
+            finally:
+                del raw
+                self.file.release(t, start, end)
+            yield out, amax
 
     def close(self) -> None:
         self.file.close()

@@ -18,7 +18,8 @@ from ..errors import CorruptFile, InputError
 from ..formats.metadata import Metadata
 from ..formats.safetensors import SafetensorsFile
 from ..plan.model import ModelInfo
-from .base import Source, order_key
+from ..quants import floats
+from .base import Source, order_key, row_spans
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -123,6 +124,31 @@ class HFCheckpoint:
 
     def tensor(self, name: str) -> np.ndarray:
         return self.where[name].float32(name)
+
+    def tensor_into(self, name: str, pool, chunk: bool = True) -> Iterator[tuple[np.ndarray, float]]:
+        """The tensor as float32 in arrays from `pool`, in row chunks (or whole: chunk=False),
+        each with its largest |x|, found in the same pass."""
+        st = self.where[name]
+        e = st.entries[name]
+        if len(e.shape) < 2 or not chunk:
+            out = pool.take(e.shape, np.float32)
+            raw = st.raw(name)
+            try:
+                amax = floats.widen(raw, e.dtype, out)
+            finally:
+                del raw
+                st.release(name)
+            yield out, amax
+            return
+        for lo, hi in row_spans(e.shape):
+            out = pool.take((hi - lo, *e.shape[1:]), np.float32)
+            raw = st.rows(name, lo, hi)
+            try:
+                amax = floats.widen(raw, e.dtype, out)
+            finally:
+                del raw
+                st.release_rows(name, lo, hi)
+            yield out, amax
 
     def close(self) -> None:
         for f in self.files:
@@ -236,6 +262,24 @@ class HFSource(Source):
             return
         for hf in self.stacks[name]:
             yield self.family.transform(name, self.ck.tensor(hf), self.hp)[None]
+
+    def pieces(self, name: str, pool) -> Iterator[tuple[np.ndarray, float | None]]:
+        if name in self.extra:
+            yield self.extra[name], None
+            return
+        stacked = self.stacks.get(name)
+        rowwise = self.family.rowwise(name)
+        for hf in stacked or [self.hf_of[name]]:
+            for x, amax in self.ck.tensor_into(hf, pool, chunk=rowwise):
+                spare = None if rowwise else pool.take(x.shape, np.float32)
+                y = self.family.transform(name, x, self.hp, out=spare)
+                if y is not spare:
+                    pool.give(spare)
+                if y is not x:  # new values or a new layout: their |x| is not known
+                    amax = None
+                    if not np.may_share_memory(x, y):
+                        pool.give(x)
+                yield (y[None] if stacked else y), amax
 
     def close(self) -> None:
         self.ck.close()
