@@ -165,14 +165,21 @@ def pre_from_structure(tj: dict) -> str | None:
     return None
 
 
+def _obj(v) -> dict:
+    """A JSON value that should be an object; anything else reads as an empty one (the tokenizers
+    library, which checks the file first, accepts some other shapes)."""
+    return v if isinstance(v, dict) else {}
+
+
 def _bpe(writer, model_dir: Path, hparams: dict):
     path = model_dir / "tokenizer.json"
     tj = _read_json(path)
     tok = _load_tokenizer(path)  # checks the file's structure before we read it
-    model = tj.get("model") or {}
-    if model.get("type") != "BPE" or (tj.get("decoder") or {}).get("type") not in ("ByteLevel", None):
+    model = _obj(tj.get("model"))
+    decoder = _obj(tj.get("decoder"))
+    if model.get("type") != "BPE" or decoder.get("type") not in ("ByteLevel", None):
         raise InputError(f"{path}: unsupported tokenizer model {model.get('type')!r} "
-                         f"(decoder {(tj.get('decoder') or {}).get('type')!r})",
+                         f"(decoder {decoder.get('type')!r})",
                          hint="ggtool converts byte-level BPE tokenizer.json files, or SentencePiece "
                               "checkpoints that ship tokenizer.model")
     chkhsh = pre_tokenizer_hash(path, tok)
@@ -190,7 +197,7 @@ def _bpe(writer, model_dir: Path, hparams: dict):
         if pre == "llama-bpe" and not model.get("ignore_merges"):
             notes.append("llama-bpe implies ignore_merges, tokenizer.json has it off: rare tokens may differ")
         if tj.get("normalizer"):
-            notes.append(f"normalizer {tj['normalizer'].get('type')} is not applied by llama.cpp")
+            notes.append(f"normalizer {_obj(tj['normalizer']).get('type')} is not applied by llama.cpp")
 
     vocab: dict[str, int] = model.get("vocab") or {}
     added = {int(t["id"]): t for t in tj.get("added_tokens", [])}

@@ -22,6 +22,12 @@ from .dtypes import NUMPY, SCALARS
 V = GGUFValueType
 
 
+
+def _q(s: str, limit: int = 60) -> str:
+    """A key or tensor name as an error shows it: quoted, and cut when a damaged file makes it
+    long (the error stays one short line)."""
+    return repr(s) if len(s) <= limit else repr(s[:limit]) + f"... ({len(s)} characters)"
+
 class PackedStrings(list):
     """A string array kept as its packed GGUF bytes; decoded only if someone reads it.
 
@@ -191,7 +197,7 @@ class GGUFFile:
         def array(key: str, depth: int):
             """An array's value (after its type and count)."""
             nonlocal pos
-            what = f"array {key!r}"
+            what = f"array {_q(key)}"
             sub = vtype(f"element type of {what}")
             n = count(sub, what)
             start = pos
@@ -246,16 +252,16 @@ class GGUFFile:
             if not key:
                 raise _Bad(f"key {i} is empty", at)
             if key in self.kv:
-                raise _Bad(f"key {key!r} appears twice", at)
-            t = vtype(f"key {key!r}")
+                raise _Bad(f"key {_q(key)} appears twice", at)
+            t = vtype(f"key {_q(key)}")
             if t == V.ARRAY:
                 sub = V(u32(mm, pos)[0]) if size - pos >= 4 and u32(mm, pos)[0] in _MIN_SIZE else None
                 self.kv[key] = KV(array(key, 1), t, sub)
             elif t == V.STRING:
-                self.kv[key] = KV(string(f"value of {key!r}"), t, None)
+                self.kv[key] = KV(string(f"value of {_q(key)}"), t, None)
             else:
                 fmt = SCALARS[t]
-                need(struct.calcsize(fmt), f"value of {key!r}")
+                need(struct.calcsize(fmt), f"value of {_q(key)}")
                 self.kv[key] = KV(struct.unpack_from(fmt, mm, pos)[0], t, None)
                 pos += struct.calcsize(fmt)
         align = self._alignment()
@@ -266,36 +272,36 @@ class GGUFFile:
             if not name or len(name.encode()) >= MAX_NAME:
                 raise _Bad(f"tensor {i} has a name of {len(name.encode())} bytes (llama.cpp takes 1 to {MAX_NAME - 1})", at)
             if name in names:
-                raise _Bad(f"tensor {name!r} appears twice", at)
+                raise _Bad(f"tensor {_q(name)} appears twice", at)
             names.add(name)
             at = pos
-            nd = read_u32(f"dimension count of tensor {name!r}")
+            nd = read_u32(f"dimension count of tensor {_q(name)}")
             if nd > MAX_DIMS:
-                raise _Bad(f"tensor {name!r} has {nd} dimensions (at most {MAX_DIMS})", at)
-            dims = [read_u64(f"dimensions of tensor {name!r}") for _ in range(nd)] or [1]  # 0 dims: a scalar, as llama.cpp reads it
+                raise _Bad(f"tensor {_q(name)} has {nd} dimensions (at most {MAX_DIMS})", at)
+            dims = [read_u64(f"dimensions of tensor {_q(name)}") for _ in range(nd)] or [1]  # 0 dims: a scalar, as llama.cpp reads it
             at = pos
-            t = read_u32(f"type of tensor {name!r}")
+            t = read_u32(f"type of tensor {_q(name)}")
             try:
                 gt = GGMLQuantizationType(t)
                 block, type_size = GGML_QUANT_SIZES[gt]
             except (ValueError, KeyError):
-                raise _Bad(f"tensor {name!r} has unknown ggml type {t}", at) from None
-            off = read_u64(f"offset of tensor {name!r}")
+                raise _Bad(f"tensor {_q(name)} has unknown ggml type {t}", at) from None
+            off = read_u64(f"offset of tensor {_q(name)}")
             n_el = 1
             for d in dims:
                 n_el *= d
             if any(d >= 2**63 for d in dims) or n_el >= 2**63:
-                raise _Bad(f"tensor {name!r} has dimensions {dims}: {n_el} elements overflow", at)
+                raise _Bad(f"tensor {_q(name)} has dimensions {dims}: {n_el} elements overflow", at)
             if dims and dims[0] % block:
-                raise _Bad(f"tensor {name!r} ({gt.name}) has rows of {dims[0]}, not a multiple of its block of {block}", at)
+                raise _Bad(f"tensor {_q(name)} ({gt.name}) has rows of {dims[0]}, not a multiple of its block of {block}", at)
             if off % align:
-                raise _Bad(f"tensor {name!r} has offset {off}, not a multiple of the alignment {align}", pos - 8)
+                raise _Bad(f"tensor {_q(name)} has offset {off}, not a multiple of the alignment {align}", pos - 8)
             infos.append((name, tuple(reversed(dims)), gt, off, n_el // block * type_size))
         data_start = self.data_start = -(-pos // align) * align
         for name, shape, t, off, nbytes in infos:
             start = data_start + off
             if start + nbytes > size:
-                raise _Bad(f"tensor {name!r} ({nbytes} bytes at data offset {off}) runs past the end "
+                raise _Bad(f"tensor {_q(name)} ({nbytes} bytes at data offset {off}) runs past the end "
                            f"of the file ({size} bytes; truncated?)", data_start)
             self.tensors.append(TensorInfo(name, shape, t, start, nbytes))
 

@@ -52,6 +52,10 @@ def safe_relpath(name: str) -> PurePosixPath:
     parts = name.split("/")
     if bad or any(p in ("", ".", "..") for p in parts):
         raise UnsafeFileName(f"refusing file name {_short(name)} from the server: it escapes the model folder")
+    if len(name.encode("utf-8", "surrogatepass")) > 1024 or any(len(p.encode("utf-8", "surrogatepass")) > 255 for p in parts):
+        raise UnsafeFileName(f"refusing file name {_short(name)} from the server: longer than a file system "
+                             "takes (255 bytes a name, 1024 a path)",
+                             hint="the server's file list is damaged; nothing was written")
     return PurePosixPath(*parts)
 
 

@@ -33,7 +33,7 @@ from ..lock import file_lock
 from ..paths import cache_dir
 from ..units import human_bytes
 from . import client
-from .cache import RepoCache
+from .cache import RepoCache, _short
 from .client import RemoteFile
 
 CHUNK = 1 << 20
@@ -174,10 +174,10 @@ def _open_range(url: str, start: int, timeout: float, repo: str, name: str):
                 return None, 416, url
             if status == 429 or status >= 500:
                 raise _Transient(f"HTTP {status}") from None
-            raise client.http_error(status, repo, f"downloading {name}") from None
+            raise client.http_error(status, repo, f"downloading {_short(name, 200)}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             raise _Transient(_reason(e)) from None
-    raise client.HubError(f"downloading {name}: too many redirects", hint="check HF_ENDPOINT")
+    raise client.HubError(f"downloading {_short(name, 200)}: too many redirects", hint="check HF_ENDPOINT")
 
 
 def _reason(e: BaseException) -> str:
@@ -253,7 +253,7 @@ def _download(rf: RemoteFile, repo: str, commit: str, part: Path, policy: Policy
                 except _Restart:
                     restarts += 1  # a server whose file is shorter than the Hub's size: 416, restart, 416, ...
                     if restarts > policy.retries:
-                        raise DownloadFailed(f"downloading {rf.path} restarted from the beginning {restarts} times: the "
+                        raise DownloadFailed(f"downloading {_short(f'{repo}/{rf.path}', 200)} restarted from the beginning {restarts} times: the "
                                              f"server does not serve the {human_bytes(rf.size)} the Hub lists") from None
                     f.seek(0)
                     f.truncate()
@@ -265,7 +265,7 @@ def _download(rf: RemoteFile, repo: str, commit: str, part: Path, policy: Policy
                     have = f.tell()  # what this attempt wrote (and hashed) before it broke
                     failures = 0 if have > before else failures + 1
                     if failures > policy.retries:
-                        raise DownloadFailed(f"downloading {rf.path} failed {failures} times in a row ({e}); "
+                        raise DownloadFailed(f"downloading {_short(f'{repo}/{rf.path}', 200)} failed {failures} times in a row ({e}); "
                                              f"{human_bytes(have)} of {human_bytes(rf.size)} are kept") from None
                     wait = min(policy.backoff * 2 ** max(failures - 1, 0), policy.backoff_max)
                     log(f"{rf.path}: {e} at {human_bytes(have)}; retrying in {wait:.1f} s")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -29,7 +30,8 @@ def read_json(path: Path) -> dict:
     parses, not an object) is a CorruptFile naming the file."""
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read().decode("utf-8"))
+            raw = f.read()
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise CorruptFile(f"{path.name} is not UTF-8 text (byte {e.start})",
                           hint="the file is damaged: download it again") from None
@@ -42,7 +44,16 @@ def read_json(path: Path) -> dict:
         raise InputError(f"cannot read {path}: {e.strerror}", hint="check the path and its permissions") from None
     if not isinstance(data, dict):
         raise CorruptFile(f"{path.name} is not a JSON object (it holds {type(data).__name__})")
+    if _SURROGATE_ESCAPE.search(raw):  # a paired \ud83d\ude00 is fine; a lone half cannot be text
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise CorruptFile(f"{path.name} holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), "
+                              "which is not text", hint="the file is damaged: download it again") from None
     return data
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 @dataclass
@@ -202,7 +213,10 @@ class HFSource(Source):
         self.stacks: dict[str, list[str | None]] = {}   # MoE: stacked GGUF name -> HF name per expert
         for rn, hf in names.items():
             slot = self.family.expert_slot(rn)
-            g = slot[0] if slot else self.family.gguf_name(rn)
+            try:
+                g = slot[0] if slot else self.family.gguf_name(rn)
+            except InputError as e:  # a weight the family cannot place: name the checkpoint
+                raise type(e)(f"{path.name}: {e.message}", hint=e.hint) from None
             if g is None or (g == "output.weight" and tied):
                 continue
             if g.startswith("blk.") and int(g.split(".")[1]) >= self.hp.n_layer:
