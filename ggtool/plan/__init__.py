@@ -102,7 +102,7 @@ class Plan:
         return (f"{len(moved)} tensors ({share:.0%} of the quantized weights) have rows of "
                 f"{', '.join(map(str, rows))}, which {self.mix}'s types cannot hold: they fell back "
                 f"({', '.join(f'{n} {p}' for p, n in pairs.most_common())}), as llama.cpp does, "
-                f"so the file has {bpw:.2f} bits/weight")
+                f"so its tensors average {bpw:.2f} bits/weight")
 
 
 # name -> (tensors [(name, shape)], model, mix, **opts) -> ({name: (type, wanted)}, file type)
