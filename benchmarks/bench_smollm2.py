@@ -142,6 +142,24 @@ def wrapper_overhead(path: Path, n: int = 20000) -> tuple[float, float]:
     return one, full
 
 
+def print_speed_check(files: list[tuple[str, Path]], threads: int, rounds: int):
+    checks = speed_check(files, threads, rounds)
+    print("\n| file | pp512 ggtool | pp512 direct | ratio (IQR) | tg128 ggtool | tg128 direct | ratio (IQR) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for c in checks:
+        print(f"| {c['file']} | {c['pp_g']:.1f} | {c['pp_d']:.1f} | {c['pp_ratio']:.3f} "
+              f"({c['pp_ratio_iqr'][0]:.3f}-{c['pp_ratio_iqr'][1]:.3f}) | {c['tg_g']:.1f} | {c['tg_d']:.1f} | "
+              f"{c['tg_ratio']:.3f} ({c['tg_ratio_iqr'][0]:.3f}-{c['tg_ratio_iqr'][1]:.3f}) |")
+    worst = min(min(c["pp_ratio"], c["tg_ratio"]) for c in checks)
+    print(f"\nspeed check: worst ratio ggtool/direct {worst:.3f} ({'>=' if worst >= 0.97 else '<'} 0.97), "
+          f"median of {rounds} per-round ratios (order alternated), {threads} threads; t/s: medians")
+    one, full = wrapper_overhead(files[0][1])
+    tg_s = 1.0 / min(c["tg_g"] for c in checks)
+    print(f"ggtool's runner around llama_decode: {one * 1e6:.1f} us per 1-token call ({100 * one / tg_s:.2f}% of "
+          f"the slowest tg128 token here), {full * 1e6:.1f} us per 512-token call")
+    return checks, one, full
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=16)
@@ -153,6 +171,8 @@ def main() -> None:
     ap.add_argument("--plot", default=None)
     ap.add_argument("--keep", default=None, help="work folder to keep (and resume from)")
     ap.add_argument("--json", default=None, help="write everything measured to this file")
+    ap.add_argument("--speed-only", nargs="+", metavar="GGUF", default=None,
+                    help="only the speed check (and the wrapper overhead) on these files, no bench")
     args = ap.parse_args()
 
     from ggtool import benchreport
@@ -161,6 +181,10 @@ def main() -> None:
     from ggtool.llamacpp.context import default_threads
 
     threads = args.threads or default_threads()
+    if args.speed_only:
+        files = [(Path(f).name, Path(f)) for f in args.speed_only]
+        print_speed_check(files, threads, args.rounds)
+        return
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_smollm2_"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ["GGTOOL_CACHE"] = str(work / "cache")   # a self-contained run (resumable with --keep)
@@ -190,20 +214,7 @@ def main() -> None:
     rows = {(r.quant, r.quantizer): Path(r.file) for r in res.rows}
     files = [(f"{res.base['type']} base", Path(res.base["file"])), ("Q4_K_M ggtool", rows[("Q4_K_M", "ggtool")]),
              ("Q8_0 ggtool", rows[("Q8_0", "ggtool")])]
-    checks = speed_check(files, threads, args.rounds)
-    print("\n| file | pp512 ggtool | pp512 direct | ratio (IQR) | tg128 ggtool | tg128 direct | ratio (IQR) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for c in checks:
-        print(f"| {c['file']} | {c['pp_g']:.1f} | {c['pp_d']:.1f} | {c['pp_ratio']:.3f} "
-              f"({c['pp_ratio_iqr'][0]:.3f}-{c['pp_ratio_iqr'][1]:.3f}) | {c['tg_g']:.1f} | {c['tg_d']:.1f} | "
-              f"{c['tg_ratio']:.3f} ({c['tg_ratio_iqr'][0]:.3f}-{c['tg_ratio_iqr'][1]:.3f}) |")
-    worst = min(min(c["pp_ratio"], c["tg_ratio"]) for c in checks)
-    print(f"\nspeed check: worst ratio ggtool/direct {worst:.3f} ({'>=' if worst >= 0.97 else '<'} 0.97), "
-          f"median of {args.rounds} per-round ratios (order alternated), {threads} threads; t/s: medians")
-    one, full = wrapper_overhead(files[0][1])
-    tg_s = 1.0 / min(c["tg_g"] for c in checks)
-    print(f"ggtool's runner around llama_decode: {one * 1e6:.1f} us per 1-token call ({100 * one / tg_s:.2f}% of "
-          f"the slowest tg128 token here), {full * 1e6:.1f} us per 512-token call")
+    checks, one, full = print_speed_check(files, threads, args.rounds)
     print(f"total run time {(time.perf_counter() - t_all) / 60:.1f} min")
     if args.json:
         Path(args.json).write_text(json.dumps({"bench": res.to_json(), "details": res.extra["details"],
