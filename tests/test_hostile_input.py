@@ -312,6 +312,7 @@ TOKENIZER_CASES = [
     ("tokenizer.json", b"\xff\xfe{}", "not UTF-8"),
     ("tokenizer.json", "[" * 100000 + "]" * 100000, "too deeply"),
     ("chat_template.jinja", b"\xc3", "not UTF-8"),
+    ("tokenizer_config.json", '{"chat_template": "\\ud800"}', "surrogate"),   # campaign seed 1, tokenizer #243
 ]
 
 
