@@ -171,6 +171,8 @@ def main() -> None:
     ap.add_argument("--plot", default=None)
     ap.add_argument("--keep", default=None, help="work folder to keep (and resume from)")
     ap.add_argument("--json", default=None, help="write everything measured to this file")
+    ap.add_argument("--rules", default="llama.cpp", choices=["llama.cpp", "sensitivity"],
+                    help="how ggtool places bits (llama.cpp: same types both sides, the quantizers compared)")
     ap.add_argument("--speed-only", nargs="+", metavar="GGUF", default=None,
                     help="only the speed check (and the wrapper overhead) on these files, no bench")
     args = ap.parse_args()
@@ -200,7 +202,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     res = bench(noisy, DEFAULT_QUANTS, chunks=args.chunks, ctx=args.ctx, threads=threads, reps=args.reps,
-                against="llama.cpp", progress=True, log=say)
+                against="llama.cpp", progress=True, log=say, rules=args.rules)
     bench_s = time.perf_counter() - t0
     print(benchreport.markdown(res))
     print()
