@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ggtool.formats.hf_writer import safetensors_header  # noqa: E402
+
 DEFAULT_OUT = Path("/work/ext/large")
 ROW_SIGMA = 0.35            # per-row scale: exp(N(0, ROW_SIGMA^2))
 OUTLIER_FRACTION = 0.004    # share of input columns that are outliers (at least one)
@@ -123,16 +125,8 @@ def tensor_chunks(name: str, shape: tuple[int, ...], seed: int):
 
 
 def _write_shard(path: Path, names: list[str], shapes: dict, seed: int) -> None:
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for n in names:
-        nbytes = 2 * math.prod(shapes[n])
-        header[n] = {"dtype": "BF16", "shape": list(shapes[n]), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
     with open(path, "wb") as f:
-        f.write(len(raw).to_bytes(8, "little"))
-        f.write(raw)
+        f.write(safetensors_header((n, "BF16", shapes[n]) for n in names))
         for n in names:
             for x in tensor_chunks(n, shapes[n], seed):
                 bf16_bits(x).tofile(f)

@@ -37,20 +37,26 @@ class HFFolder:
         return False
 
 
+def safetensors_header(entries: Iterable[tuple[str, str, list[int]]]) -> bytes:
+    """The length prefix and JSON header of a safetensors file whose tensors (name, dtype such as
+    "F32" or "BF16", shape) follow in this order; padded to 8 bytes as the reference writer does."""
+    size = {"F32": 4, "F16": 2, "BF16": 2}
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name, dtype, shape in entries:
+        nbytes = size[dtype] * int(np.prod(shape, dtype=np.int64))
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw
+
+
 def write_safetensors(path: Path, items: Iterable[tuple[str, list[int], Callable[[], np.ndarray]]]) -> None:
     """F32 safetensors, streamed: the header from the shapes, then one tensor at a time
     (each `load()` called only when its turn comes)."""
     items = list(items)
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for name, shape, _ in items:
-        nbytes = 4 * int(np.prod(shape, dtype=np.int64))
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
     with open(path, "wb") as f:
-        f.write(len(raw).to_bytes(8, "little"))
-        f.write(raw)
+        f.write(safetensors_header((name, "F32", shape) for name, shape, _ in items))
         for _, shape, load in items:
             f.write(np.ascontiguousarray(load(), dtype="<f4").tobytes())
 
