@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 
 from ..errors import GgtoolError, format_error
 from .session import Session
@@ -63,6 +64,10 @@ class Repl:
         except ImportError:
             pass
         self.say("Type a message; /help for commands; Ctrl-C stops an answer, Ctrl-D or /exit leaves.")
+        # Ctrl-C at the prompt must raise KeyboardInterrupt even when ggtool was started with SIGINT
+        # ignored (a background job of a script, where Python then installs no handler of its own)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         while True:
             try:
                 text = self.read_message()
