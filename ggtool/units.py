@@ -10,13 +10,15 @@ _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 1000**2, "MB": 1000**2, "G"
           "T": 1000**4, "TB": 1000**4, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
 
 
-def human_bytes(n: float) -> str:
-    """1234567 -> '1.2 MB' (decimal units, as disk sizes and the Hub show them)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
+def human_bytes(n: float, binary: bool = False) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as disk sizes and the Hub show them); binary=True:
+    '1.2 MiB' (powers of 1024, as memory is counted)."""
+    step, units = (1024, ("B", "KiB", "MiB", "GiB", "TiB")) if binary else (1000, ("B", "KB", "MB", "GB", "TB"))
+    for unit in units:
+        if abs(n) < step or unit == units[-1]:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+        n /= step
+    return f"{n:.1f} {units[-1]}"
 
 
 def parse_size(text: str) -> int:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..units import human_bytes
 
 MiB = 1024 * 1024
 GPU_RESERVE = 512 * MiB         # per device: compute buffers, CUDA context, fragmentation
@@ -33,11 +34,8 @@ DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "iGPU", 3: "ACCEL", 4: "META"}
 
 
 def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    """Memory in binary units (KV cache, RAM, VRAM)."""
+    return human_bytes(n, binary=True)
 
 
 # ------------------------------------------------------------------ the model's shape

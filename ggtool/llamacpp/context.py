@@ -46,7 +46,26 @@ def _backend_init(mod) -> None:
         _backend_ready = True
 
 
-class LlamaModel:
+
+class _Closes:
+    """`with` and garbage collection call close() (each class frees its own llama.cpp object)."""
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+class LlamaModel(_Closes):
     """A GGUF's weights loaded in llama.cpp (freed by `close` or the context manager)."""
 
     def __init__(self, path: str | Path, n_gpu_layers: int = 0):
@@ -108,20 +127,8 @@ class LlamaModel:
             self._mod.llama_model_free(self._ptr)
             self._ptr = None
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):  # pragma: no cover - best effort
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-class LlamaContext:
+class LlamaContext(_Closes):
     """A llama.cpp context (KV cache + compute buffers) on a loaded `LlamaModel`.
 
     n_batch: most tokens per llama_decode call; n_ubatch: the physical batch. cb_eval: a
@@ -223,15 +230,3 @@ class LlamaContext:
             self._mod.llama_batch_free(self._batch)
             self._mod.llama_free(self._ptr)
             self._ptr = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):  # pragma: no cover - best effort
-        try:
-            self.close()
-        except Exception:
-            pass
