@@ -39,6 +39,7 @@ from _alloc_models import MODELS  # noqa: E402
 
 from ggtool import evaluate, imatrix as imx  # noqa: E402
 from ggtool.convert import convert  # noqa: E402
+from ggtool.formats.gguf_reader import tensor_types  # noqa: E402
 from ggtool.formats.imatrix import read as read_imatrix, write_gguf  # noqa: E402
 from ggtool.llamacpp.quantize import llama_quantize_file  # noqa: E402
 from ggtool.plan import llamacpp as mixes, sensitivity  # noqa: E402
@@ -49,16 +50,6 @@ MIXES = ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K")
 def spearman(a, b) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def types_of(path) -> dict:
-    from ggtool.formats.gguf_reader import GGUFFile
-
-    f = GGUFFile(path)
-    try:
-        return {t.name: t.ggml_type for t in f.tensors}
-    finally:
-        f.close()
 
 
 def run_model(name: str, work: Path, args, log) -> dict:
@@ -116,7 +107,7 @@ def run_model(name: str, work: Path, args, log) -> dict:
                    "kld_p99_llamacpp": st_l.kld_p99, "kld_p99_ggtool": st_o.kld_p99,
                    "same_top_llamacpp": st_l.same_top_pct, "same_top_ggtool": st_o.same_top_pct,
                    "ppl_llamacpp": st_l.ppl, "ppl_ggtool": st_o.ppl, "ppl_base": st_l.ppl_base,
-                   "pred_llamacpp": s.predict(types_of(theirs)), "pred_ggtool": s.predict(res.types),
+                   "pred_llamacpp": s.predict(tensor_types(theirs)), "pred_ggtool": s.predict(res.types),
                    "t_llamacpp_s": round(t_llama, 2), "t_ggtool_s": round(t_ours, 2),
                    "summary": res.allocation.summary if res.allocation else ""}
             rows.append(row)

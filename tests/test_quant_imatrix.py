@@ -11,6 +11,7 @@ from gguf import GGMLQuantizationType as T
 
 from ggtool.cli import main
 from ggtool.convert import convert
+from ggtool.formats.gguf_reader import tensor_types
 from ggtool.formats.imatrix import write_gguf
 from tests.tinymodels import make_checkpoint
 
@@ -42,16 +43,6 @@ def gguf_py_weights(path) -> dict:
     return out
 
 
-def types_of(path) -> dict:
-    from ggtool.formats.gguf_reader import GGUFFile
-
-    f = GGUFFile(path)
-    try:
-        return {t.name: t.ggml_type for t in f.tensors}
-    finally:
-        f.close()
-
-
 def test_rules_and_weights_as_llama_quantize(model8, tmp_path, llama_cpp_ok):
     from ggtool import quants
     from ggtool.llamacpp.quantize import llama_quantize_file
@@ -63,10 +54,10 @@ def test_rules_and_weights_as_llama_quantize(model8, tmp_path, llama_cpp_ok):
     ours = convert(f32, tmp_path / "ours.gguf", "Q4_0", rules="llama.cpp", imatrix=str(imf), progress=False).path
     ref = tmp_path / "ref.gguf"
     llama_quantize_file(f32, ref, 2, imatrix=w)
-    assert types_of(ours) == types_of(ref)
-    assert types_of(ours)["blk.0.ffn_down.weight"] == T.Q4_1  # imatrix_available: Q4_0 -> Q4_1 on ffn_down
+    assert tensor_types(ours) == tensor_types(ref)
+    assert tensor_types(ours)["blk.0.ffn_down.weight"] == T.Q4_1  # imatrix_available: Q4_0 -> Q4_1 on ffn_down
     plain = convert(f32, tmp_path / "plain.gguf", "Q4_0", rules="llama.cpp", progress=False).path
-    assert types_of(plain)["blk.0.ffn_down.weight"] == T.Q4_0
+    assert tensor_types(plain)["blk.0.ffn_down.weight"] == T.Q4_0
     # each tensor quantized with exactly llama-quantize's weights for its name
     src = open_source(f32)
     from ggtool.formats.gguf_reader import GGUFFile
@@ -151,7 +142,7 @@ def test_moe_experts_per_expert(tmp_path, llama_cpp_ok):
     ours = convert(f32, tmp_path / "ours.gguf", "Q4_0", rules="llama.cpp", imatrix=str(imf), progress=False).path
     ref = tmp_path / "ref.gguf"
     llama_quantize_file(f32, ref, 2, imatrix={n: im.weights(n) for n in im.entries})
-    assert types_of(ours) == types_of(ref)
+    assert tensor_types(ours) == tensor_types(ref)
     src, g = open_source(f32), GGUFFile(ours)
     try:
         t = next(t for t in g.tensors if t.name == "blk.1.ffn_up_exps.weight")

@@ -337,3 +337,12 @@ class GGUFFile:
             self._mm.close()
         except BufferError:  # a view is alive; the GC unmaps it
             pass
+
+
+def tensor_types(path) -> dict:
+    """{tensor name: GGMLQuantizationType} of a GGUF file, read from its header."""
+    f = GGUFFile(path)
+    try:
+        return {t.name: t.ggml_type for t in f.tensors}
+    finally:
+        f.close()
